@@ -1,0 +1,213 @@
+"""`keras-ad`: train, evaluate, calibrate, score, and write the demo data.
+
+Exit codes: 0 success, 2 usage or input error (one line: what, where, how to fix), 1 unexpected error.
+TensorFlow is imported only after the arguments and the config are validated.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import os
+import sys
+
+import click
+
+from keras_ad.errors import UsageError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def reports_usage_errors(command):
+    """Turn a UsageError into `error: <message>` on stderr and exit code 2, without a traceback."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UsageError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; the last complete checkpoint is kept (resume with --resume)", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="keras-ad")
+def main():
+    """Visual anomaly detection with Keras 3: train on good images, find defects, export the scorer."""
+
+
+def _run_option(f):
+    return click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
+                        help="run folder written by `keras-ad train` (run.dir)")(f)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML config (see configs/)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+@click.option("--overwrite", is_flag=True, help="replace an existing run folder")
+@click.option("--resume", is_flag=True, help="continue the run from its last complete checkpoint")
+@click.option("--no-evaluate", is_flag=True, help="skip calibration and evaluation after training")
+@reports_usage_errors
+def train(config_path, overrides, overwrite, resume, no_evaluate):
+    """Train a detector, then calibrate on validation images and evaluate on the test split."""
+    from keras_ad import config as config_lib
+    from keras_ad.runs import Run
+
+    if overwrite and resume:
+        raise UsageError("--overwrite and --resume exclude each other; choose one")
+    cfg = config_lib.load(config_path, overrides)
+    if resume:
+        _check_resume_config(cfg)
+    run = Run.create(cfg, overwrite=overwrite, resume=resume)
+    click.echo(f"run folder: {run.path}")
+
+    from keras_ad import training
+    from keras_ad.scoring import Scorer
+
+    detector = training.train(cfg, run, resume=resume)
+    if not no_evaluate:
+        from keras_ad import evaluation
+
+        scorer = Scorer(detector, cfg)
+        evaluation.calibrate_run(run, cfg, scorer)
+        evaluation.evaluate_run(run, cfg, scorer)
+        click.echo(f"report: {run.file('report.md')}")
+
+
+def _check_resume_config(cfg):
+    """A resumed run keeps its data and model; only train.epochs may change."""
+    from keras_ad.runs import Run
+
+    run = Run.open(cfg.run_dir)
+    saved = run.config().to_dict()
+    new = cfg.to_dict()
+    saved["train"]["epochs"] = new["train"]["epochs"]
+    changed = [f"{s}.{k}" for s in new for k in new[s] if saved.get(s, {}).get(k) != new[s][k]]
+    if changed:
+        raise UsageError(f"{run.path}: --resume with a config that differs from the run's in "
+                         f"{', '.join(changed)}; resume with the same config or start a new run.dir")
+
+
+@main.command()
+@_run_option
+@reports_usage_errors
+def evaluate(run_dir):
+    """Evaluate a trained run on its test split again (report.json, report.md, plots/)."""
+    import keras_ad
+    from keras_ad import evaluation
+    from keras_ad.runs import Run
+
+    run = Run.open(run_dir)
+    scorer = keras_ad.load(run.path)
+    evaluation.evaluate_run(run, scorer.cfg, scorer)
+    click.echo(f"report: {run.file('report.md')}")
+
+
+@main.command()
+@_run_option
+@click.option("--min-area", type=click.IntRange(min=1), default=None,
+              help="minimum defect area in pixels at the model's size (default: calibrate.min_area)")
+@reports_usage_errors
+def calibrate(run_dir, min_area):
+    """Choose the pixel threshold (and minimum defect area) from good validation images (§3.e)."""
+    import keras_ad
+    from keras_ad import evaluation
+    from keras_ad.runs import Run
+
+    run = Run.open(run_dir)
+    scorer = keras_ad.load(run.path)
+    evaluation.calibrate_run(run, scorer.cfg, scorer, min_area)
+    click.echo(f"plots: {run.file('plots', 'calibration.png')}")
+
+
+@main.command()
+@_run_option
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="folder for scores.csv and overlays (default: <run>/scores)")
+@click.option("--overwrite", is_flag=True, help="replace the files of an existing --out folder")
+@click.option("--no-overlays", is_flag=True, help="write only the CSV")
+@reports_usage_errors
+def score(run_dir, inputs, out_dir, overwrite, no_overlays):
+    """Score image files or folders: scores.csv (path, score, is_anomalous, defect_area) and overlays."""
+    from keras_ad.data.images import list_images
+    from keras_ad.runs import Run
+
+    run = Run.open(run_dir)
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = list_images(item)
+            if not found:
+                raise UsageError(f"{item}: folder holds no images (.png, .jpg, .bmp, .tif)")
+            paths += found
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise UsageError(f"{item}: no such file or folder")
+    out_dir = out_dir or run.file("scores")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise UsageError(f"{out_dir}: exists and is not empty; pass --overwrite or choose --out")
+
+    import numpy as np
+
+    import keras_ad
+    from keras_ad import plots
+    from keras_ad.data import pipeline
+    from keras_ad.runs import atomic_save, atomic_write
+
+    scorer = keras_ad.load(run.path)
+    if not scorer.calibration:
+        raise UsageError(f"{run.path}: not calibrated; run keras-ad calibrate --run {run_dir}")
+    images, kept, _ = pipeline.load_images(paths, scorer.cfg.data)
+    out = scorer.decide(scorer.score_preprocessed(images))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "score", "is_anomalous", "defect_area"])
+    for i, path in enumerate(kept):
+        writer.writerow([path, f"{out['score'][i]:.8g}", int(out["is_anomalous"][i]), int(out["defect_area"][i])])
+    atomic_write(os.path.join(out_dir, "scores.csv"), buffer.getvalue())
+    if not no_overlays:
+        vmax = max(scorer.calibration["pixel_threshold"] * 2, 1e-6)
+        for i, path in enumerate(kept):
+            stem = os.path.splitext(os.path.basename(path))[0]
+            item = {"image": images[i], "anomaly map": out["anomaly_map"][i],
+                    "predicted": out["anomaly_map"][i] > scorer.calibration["pixel_threshold"],
+                    "defect": "ANOMALOUS" if out["is_anomalous"][i] else "good", "score": float(out["score"][i])}
+            atomic_save(os.path.join(out_dir, f"{i:04d}_{stem}_overlay.png"),
+                        lambda p, item=item: plots.overlay_grid([item], p, vmax))
+    flagged = int(np.sum(out["is_anomalous"]))
+    click.echo(f"scored {len(kept)} images, {flagged} anomalous -> {os.path.join(out_dir, 'scores.csv')}")
+
+
+@main.group()
+def data():
+    """Data set helpers."""
+
+
+@data.command("synth")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="folder to write <category>/train, test, ground_truth into")
+@click.option("--category", "categories", multiple=True, type=click.Choice(["object", "texture"]),
+              help="which demo categories (default: all)")
+@reports_usage_errors
+def synth(out_dir, categories):
+    """Write the built-in synthetic MVTec-layout demo data set."""
+    from keras_ad.data import synthetic
+
+    categories = categories or synthetic.CATEGORIES
+    existing = [c for c in categories if os.path.exists(os.path.join(out_dir, c))]
+    if existing:
+        raise UsageError(f"{os.path.join(out_dir, existing[0])}: exists; choose another --out or remove it")
+    synthetic.write(out_dir, categories)
+    click.echo(f"wrote {', '.join(categories)} to {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""YAML config -> validated, typed, read-only `Config`.
+
+The YAML file is the one source of truth. Every key is declared below with its type, range and
+the paper's default (section numbers refer to `shared/design/detectors.md`). Validation happens
+once, here, and every error names the file and the dotted key path. This module does not import
+TensorFlow, so a bad config is refused in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from keras_ad.errors import ConfigError
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config key: its default, accepted type(s), allowed choices or numeric range."""
+
+    default: Any
+    kind: type | tuple = str
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    allow: tuple = ()  # special literal values accepted besides `kind`, e.g. ("auto",)
+    doc: str = ""
+
+    def check(self, value, source, key):
+        if value in self.allow:
+            return value
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if value is None and None in self.allow:
+            return None
+        if isinstance(value, bool) and bool not in kinds:
+            raise ConfigError(source, key, f"expected {_kind_name(self)}, got {value!r}")
+        if not isinstance(value, kinds):
+            raise ConfigError(source, key, f"expected {_kind_name(self)}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(source, key, f"must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            raise ConfigError(source, key, f"must be in [{self.low}, {self.high}]; got {value!r}")
+        return value
+
+
+def _kind_name(field):
+    kinds = field.kind if isinstance(field.kind, tuple) else (field.kind,)
+    names = [k.__name__ for k in kinds] + [repr(a) for a in field.allow]
+    return " or ".join(names)
+
+
+OPTIONAL = (None,)
+
+# The common sections. Detector parameters live in DETECTOR_PARAMS, chosen by `detector.name`.
+SCHEMA: dict[str, dict[str, Field]] = {
+    "run": {
+        "dir": Field("runs/default", doc="run folder: config, checkpoints, logs, reports"),
+    },
+    "data": {
+        "layout": Field("mvtec", choices=("mvtec", "folder"), doc="folder layout, see README"),
+        "root": Field(None, allow=OPTIONAL, doc="data set folder, or synthetic:<category> for the built-in demo"),
+        "category": Field(None, allow=OPTIONAL, doc="MVTec category sub-folder (mvtec layout)"),
+        "image_size": Field(256, int, low=32, high=1024, doc="model input side; 256 in §3.a"),
+        "channels": Field(1, int, choices=(1, 3), doc="1 = grey, 3 = RGB"),
+        "resize": Field("bilinear", choices=("bilinear", "area", "nearest"),
+                        doc="antialiased bilinear by default (§3.i.6); nearest = the repo's Keras default"),
+        "val_fraction": Field(0.1, float, low=0.0, high=0.9, doc="held-out good images, §3.a"),
+        "skip_unreadable": Field(False, bool, doc="skip corrupt images with a warning instead of failing"),
+    },
+    "detector": {
+        "name": Field("cae", choices=("cae",)),
+    },
+    "train": {
+        "epochs": Field(AUTO, int, low=1, high=100000, allow=(AUTO,),
+                        doc="auto = floor(augmented_images / training images), §3.d"),
+        "augmented_images": Field(10000, int, low=1, doc="images seen per run for epochs: auto, §3.d"),
+        "batch_size": Field(12, int, low=1, high=4096, doc="the repo README's example, §3.d"),
+        "learning_rate": Field(2e-4, float, low=0.0, high=1.0, doc="Adam, §3.d"),
+        "lr_decay": Field(1e-5, float, low=0.0, high=1.0, doc="Keras-2 inverse-time decay per step, §3.d"),
+        "seed": Field(0, int, low=0),
+        "strategy": Field(AUTO, choices=(AUTO, "default", "mirrored", "multiworker"),
+                          doc="auto = mirrored when more than one GPU is visible"),
+        "augment": Field(True, bool, doc="rotation, shift, brightness of §3.a"),
+        "rotation_deg": Field(10.0, float, low=0.0, high=180.0, doc="§3.a"),
+        "shift": Field(0.05, float, low=0.0, high=0.5, doc="fraction of width/height, §3.a"),
+        "brightness": Field(0.05, float, low=0.0, high=0.5, doc="factor U(1-b, 1+b), §3.a"),
+        "sample_every": Field(5, int, low=1, doc="epochs between image grids"),
+        "keep_checkpoints": Field(2, int, low=1),
+    },
+    "postprocess": {
+        "smoothing_sigma": Field(0.0, float, low=0.0, high=32.0, doc="Gaussian blur of the map, pixels"),
+        "reduction": Field("max", choices=("max", "topk_mean"), doc="map -> image score, §3.g"),
+        "topk_percent": Field(1.0, float, low=0.01, high=100.0, doc="for topk_mean"),
+    },
+    "calibrate": {
+        "min_area": Field(1, int, low=1, doc="A_min of §3.e, pixels at data.image_size"),
+    },
+    "evaluate": {
+        "pro_fpr_limit": Field(0.3, float, low=0.01, high=1.0, doc="AUPRO integration limit (MVTec AD)"),
+        "overlay_images": Field(12, int, low=0, high=200, doc="rows in the overlay grid"),
+    },
+}
+
+DETECTOR_PARAMS: dict[str, dict[str, Field]] = {
+    "cae": {
+        "architecture": Field("mvtec", choices=("mvtec", "resnet"), doc="§3.b"),
+        "latent_dim": Field(100, int, low=1, high=4096, doc="MVTec paper, §3.b"),
+        "loss": Field("ssim", choices=("ssim", "mssim", "mse", "l2"), doc="§3.c"),
+        "residual": Field("ssim", choices=("ssim", "l2", "l1"),
+                          doc="1-SSIM map or squared/absolute error; never clipped (§3.i.1)"),
+        "mssim_scales": Field(5, int, low=1, high=5, doc="tf.image.ssim_multiscale default, §3.c"),
+        "encoder_weights": Field("imagenet", doc="resnet only: imagenet | none | path to a .h5 file"),
+    },
+}
+
+
+class Section:
+    """Read-only attribute view of one config section."""
+
+    def __init__(self, values: dict):
+        object.__setattr__(self, "_values", values)
+
+    def __getattr__(self, name):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("config sections are read-only; use Config.replace")
+
+    def __getitem__(self, name):
+        return self._values[name]
+
+    def to_dict(self):
+        return copy.deepcopy(self._values)
+
+
+class Config:
+    """The validated configuration of one run. `cfg.data.image_size`, `cfg.detector.loss`, ..."""
+
+    def __init__(self, values: dict, source: str = "<config>"):
+        self._values = values
+        self.source = source
+        for name, section in values.items():
+            setattr(self, name, Section(section))
+
+    def to_dict(self):
+        return copy.deepcopy(self._values)
+
+    def to_yaml(self):
+        return yaml.safe_dump(self._values, sort_keys=False)
+
+    def replace(self, **dotted):
+        """A copy with `section__key=value` pairs replaced (and validated)."""
+        raw = self.to_dict()
+        for name, value in dotted.items():
+            section, key = name.split("__", 1)
+            raw[section][key] = value
+        return validate(raw, self.source)
+
+    @property
+    def run_dir(self):
+        return self._values["run"]["dir"]
+
+
+def load(path: str | os.PathLike, overrides=()) -> Config:
+    """Read a YAML file, apply `key.path=value` overrides, validate, fill the paper's defaults."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(path, "(file)", "no such config file; pass --config with a YAML file (see configs/)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(file)"
+        raise ConfigError(path, where, f"not valid YAML: {getattr(e, 'problem', e)}") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "(top level)", "expected a mapping of sections (run, data, detector, train, ...)")
+    raw = apply_overrides(raw, overrides)
+    return validate(raw, path)
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """Apply `--set section.key=value` strings; the value is parsed as YAML (3 -> int, true -> bool)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError("--set", item, "expected key.path=value, e.g. --set train.epochs=5")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError("--set", key, "expected section.key, e.g. data.root")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        section = raw.setdefault(parts[0], {})
+        if not isinstance(section, dict):
+            raise ConfigError("--set", parts[0], "is not a section")
+        section[parts[1]] = value
+    return raw
+
+
+def validate(raw: dict, source: str = "<config>") -> Config:
+    """Check every key against SCHEMA and DETECTOR_PARAMS; return a Config with defaults filled in."""
+    for section in raw:
+        if section not in SCHEMA:
+            raise ConfigError(source, section, f"unknown section; known: {', '.join(SCHEMA)}")
+    values = {}
+    for section, fields in SCHEMA.items():
+        given = raw.get(section) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(source, section, "expected a mapping of keys")
+        if section == "detector":
+            name = fields["name"].check(given.get("name", fields["name"].default), source, "detector.name")
+            fields = {**fields, **DETECTOR_PARAMS[name]}
+        values[section] = _check_section(section, given, fields, source)
+    _check_consistency(values, source)
+    return Config(values, source)
+
+
+def _check_section(section, given, fields, source):
+    for key in given:
+        if key not in fields:
+            raise ConfigError(source, f"{section}.{key}", f"unknown key; known: {', '.join(fields)}")
+    return {key: field.check(given.get(key, field.default), source, f"{section}.{key}")
+            for key, field in fields.items()}
+
+
+def _check_consistency(values, source):
+    data, det = values["data"], values["detector"]
+    if data["root"] is None:
+        raise ConfigError(source, "data.root", "is required: the data set folder (or synthetic:<category>)")
+    if det["name"] == "cae":
+        size = data["image_size"]
+        if det["architecture"] == "resnet":
+            if size != 299 or data["channels"] != 3:
+                raise ConfigError(source, "data.image_size",
+                                  "the resnet architecture needs image_size 299 and channels 3 (§3.b)")
+        elif size < 32 or size & (size - 1):
+            raise ConfigError(source, "data.image_size",
+                              f"the mvtec architecture needs a power of two >= 32 (32, 64, 128, 256, 512); got {size}")
+        if det["loss"] == "mssim":
+            needed = 11 * 2 ** (det["mssim_scales"] - 1)
+            if size < needed:
+                raise ConfigError(source, "detector.mssim_scales",
+                                  f"{det['mssim_scales']} scales need image_size >= {needed}; "
+                                  f"lower detector.mssim_scales or use loss ssim")

@@ -1,0 +1,37 @@
+"""Per-image reconstruction losses of the SSIM autoencoder (detectors.md §3.c), shape [N].
+
+Each returns one value per image so that training reduces them with `tf.nn.compute_average_loss`
+(correct gradients under tf.distribute, stack.md §3). Images are in [0, 1].
+"""
+
+import tensorflow as tf
+
+from keras_ad.losses.ssim import ms_ssim, ssim
+
+
+def mse(x, x_hat):
+    """Keras `mean_squared_error`: mean over pixels and channels."""
+    return tf.reduce_mean(tf.square(x - x_hat), axis=[1, 2, 3])
+
+
+def l2(x, x_hat):
+    """Sum of squared errors of the image (the repo sums over the whole batch, §3.c; per image here
+    so the scale does not depend on the batch size, §3.i.7)."""
+    return tf.reduce_sum(tf.square(x - x_hat), axis=[1, 2, 3])
+
+
+def ssim_loss(x, x_hat):
+    """(1 - SSIM) / 2 with tf.image.ssim's window (11x11, sigma 1.5), as the repo @30bff558 (§3.c)."""
+    return (1.0 - ssim(x, x_hat, padding="valid")) / 2.0
+
+
+def make_mssim_loss(scales=5):
+    """1 - MS-SSIM (tf.image.ssim_multiscale weights), §3.c."""
+    def mssim_loss(x, x_hat):
+        return 1.0 - ms_ssim(x, x_hat, scales=scales)
+    return mssim_loss
+
+
+def get(name, mssim_scales=5):
+    losses = {"mse": mse, "l2": l2, "ssim": ssim_loss, "mssim": make_mssim_loss(mssim_scales)}
+    return losses[name]

@@ -1,0 +1,161 @@
+"""Training a detector: strategy choice, data, optimiser phases, atomic checkpoints, logs, resume."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_ad import detectors, plots
+from keras_ad.data import layouts, pipeline
+from keras_ad.runs import WEIGHTS, Run, atomic_save, write_json
+
+
+def select_strategy(name: str):
+    """`auto` = MirroredStrategy when more than one GPU is visible, else the default strategy."""
+    if name == "auto":
+        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_optimizer(learning_rate, lr_decay):
+    """Adam with Keras-2 `decay` as inverse-time decay per step (detectors.md §0.1.6, §3.d)."""
+    schedule = keras.optimizers.schedules.InverseTimeDecay(learning_rate, decay_steps=1, decay_rate=lr_decay)
+    return keras.optimizers.Adam(schedule)
+
+
+def resolve_epochs(train_cfg, n_train):
+    """§3.d: epochs = floor(augmented images / training images) unless given."""
+    if train_cfg.epochs != "auto":
+        return train_cfg.epochs
+    return max(1, train_cfg.augmented_images // max(n_train, 1))
+
+
+# ---------------------------------------------------------------- checkpoints
+def latest_checkpoint(run: Run):
+    """Newest complete checkpoint folder (they appear by atomic rename), or None."""
+    found = sorted(glob.glob(os.path.join(run.checkpoints, "epoch-*", "state.json")))
+    return os.path.dirname(found[-1]) if found else None
+
+
+def save_checkpoint(run: Run, model, epoch: int, phase: int, keep: int):
+    final = os.path.join(run.checkpoints, f"epoch-{epoch:05d}")
+    tmp = os.path.join(run.checkpoints, f".tmp-epoch-{epoch:05d}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    model.save_weights(os.path.join(tmp, WEIGHTS))
+    np.savez(os.path.join(tmp, "optimizer.npz"), *[np.asarray(v) for v in model.optimizer.variables])
+    with open(os.path.join(tmp, "state.json"), "w") as f:
+        json.dump({"epoch": epoch, "phase": phase}, f)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted(glob.glob(os.path.join(run.checkpoints, "epoch-*")))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_checkpoint(folder, model, restore_optimizer: bool):
+    model.load_weights(os.path.join(folder, WEIGHTS))
+    if restore_optimizer:
+        values = np.load(os.path.join(folder, "optimizer.npz"))
+        for var, key in zip(model.optimizer.variables, sorted(values.files, key=lambda k: int(k.split("_")[1]))):
+            var.assign(values[key])
+    with open(os.path.join(folder, "state.json")) as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------- callbacks
+class RunLogger(keras.callbacks.Callback):
+    """Each epoch: checkpoint (atomic), TensorBoard scalars, one progress line with ETA, image grids."""
+
+    def __init__(self, run: Run, cfg, phase: int, total_epochs: int, samples, start_epoch: int):
+        super().__init__()
+        self.run, self.cfg, self.phase, self.total = run, cfg, phase, total_epochs
+        self.samples = samples
+        self.t0, self.e0 = time.time(), start_epoch
+        self.writer = tf.summary.create_file_writer(run.file("logs"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        logs = logs or {}
+        save_checkpoint(self.run, self.model, done, self.phase, self.cfg.train.keep_checkpoints)
+        with self.writer.as_default(step=done):
+            for key, value in logs.items():
+                tf.summary.scalar(key, float(value))
+        if done % self.cfg.train.sample_every == 0 or done == self.total:
+            panels = {k: np.asarray(v) for k, v in self.model.sample_panels(self.samples).items()}
+            atomic_save(self.run.file("samples", f"epoch-{done:05d}.png"),
+                        lambda p: plots.image_grid(panels, p, title=f"epoch {done}"))
+        elapsed = time.time() - self.t0
+        eta = elapsed / max(done - self.e0, 1) * (self.total - done)
+        metrics = "  ".join(f"{k} {float(v):.5f}" for k, v in logs.items())
+        print(f"epoch {done}/{self.total}  {metrics}  elapsed {_hms(elapsed)}  ETA {_hms(eta)}", flush=True)
+
+
+def _hms(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+# ---------------------------------------------------------------- entry point
+def train(cfg, run: Run, resume: bool = False):
+    """Train `cfg`'s detector into `run`; returns the trained detector."""
+    keras.utils.set_random_seed(cfg.train.seed)
+    files = layouts.discover(cfg.data, seed=cfg.train.seed, need_test=False)
+    train_images, _, _ = pipeline.load_images(files.train, cfg.data, "training images")
+    val_images, _, _ = pipeline.load_images(files.val, cfg.data, "validation images")
+    epochs = resolve_epochs(cfg.train, len(train_images))
+
+    strategy = select_strategy(cfg.train.strategy)
+    replicas = strategy.num_replicas_in_sync
+    print(f"training {cfg.detector.name} on {len(train_images)} images ({len(val_images)} validation), "
+          f"{epochs} epochs, batch {cfg.train.batch_size}, {replicas} replica(s)", flush=True)
+    train_ds = pipeline.training_dataset(train_images, cfg.train)
+    val_ds = pipeline.eval_dataset(val_images, cfg.train.batch_size) if len(val_images) else None
+    samples = (val_images if len(val_images) else train_images)[:8]
+
+    with strategy.scope():
+        model = detectors.build(cfg)
+    state = None
+    checkpoint = latest_checkpoint(run) if resume else None
+    start = 0
+    if checkpoint:
+        with open(os.path.join(checkpoint, "state.json")) as f:
+            state = json.load(f)
+        start = state["epoch"]
+        print(f"resuming from {checkpoint} (epoch {start})", flush=True)
+
+    phases = model.training_phases(epochs, cfg.train.learning_rate, cfg.train.lr_decay)
+    phase_start = 0
+    for index, phase in enumerate(phases):
+        if start >= phase.until_epoch:
+            phase_start = phase.until_epoch
+            continue
+        model.enter_phase(index)
+        with strategy.scope():
+            model.compile(optimizer=make_optimizer(phase.learning_rate, phase.lr_decay))
+            model.optimizer.build(model.trainable_variables)
+        if checkpoint:  # weights always; optimizer moments only inside the phase they belong to
+            restore_checkpoint(checkpoint, model, restore_optimizer=state["phase"] == index)
+            checkpoint = None
+        if len(phases) > 1:
+            print(f"phase {index + 1}/{len(phases)}: {phase.name}", flush=True)
+        logger = RunLogger(run, cfg, index, epochs, samples, max(start, phase_start))
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=max(start, phase_start),
+                  epochs=phase.until_epoch, shuffle=False, callbacks=[logger],
+                  verbose=1 if sys.stdout.isatty() else 0)
+        phase_start = phase.until_epoch
+    if checkpoint:  # training had already finished: take the last weights
+        restore_checkpoint(checkpoint, model, restore_optimizer=False)
+    atomic_save(run.file(WEIGHTS), model.save_weights)
+    return model
