@@ -99,11 +99,13 @@ def _check_resume_config(cfg):
 @reports_usage_errors
 def evaluate(run_dir):
     """Evaluate a trained run on its test split again (report.json, report.md, plots/)."""
-    import keras_ad
-    from keras_ad import evaluation
     from keras_ad.runs import Run
 
     run = Run.open(run_dir)
+
+    import keras_ad
+    from keras_ad import evaluation
+
     scorer = keras_ad.load(run.path)
     evaluation.evaluate_run(run, scorer.cfg, scorer)
     click.echo(f"report: {run.file('report.md')}")
@@ -116,11 +118,13 @@ def evaluate(run_dir):
 @reports_usage_errors
 def calibrate(run_dir, min_area):
     """Choose the pixel threshold (and minimum defect area) from good validation images (§3.e)."""
-    import keras_ad
-    from keras_ad import evaluation
     from keras_ad.runs import Run
 
     run = Run.open(run_dir)
+
+    import keras_ad
+    from keras_ad import evaluation
+
     scorer = keras_ad.load(run.path)
     evaluation.calibrate_run(run, scorer.cfg, scorer, min_area)
     click.echo(f"plots: {run.file('plots', 'calibration.png')}")

@@ -103,7 +103,7 @@ def _pick_overlay_rows(defects, n):
 
 
 def _fmt(value):
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 def summary_table(report) -> str:

@@ -7,6 +7,7 @@ that a later load takes for whole. An existing run is never overwritten without 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -52,7 +53,18 @@ def atomic_save(path, save_fn):
 
 
 def write_json(path, obj):
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Atomic, strict JSON: numpy values become lists/numbers, NaN (a metric without data) becomes null."""
+    atomic_write(path, json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite(obj):
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _json_default(value):

@@ -38,11 +38,12 @@ def postprocess(maps, smoothing_sigma: float = 0.0, reduction: str = "max", topk
     """Anomaly map [N, H, W] -> (image score [N], smoothed map [N, H, W])."""
     if smoothing_sigma > 0:
         maps = gaussian_blur(maps[..., None], smoothing_sigma)[..., 0]
-    flat = tf.reshape(maps, [tf.shape(maps)[0], -1])
+    n_pixels = maps.shape[1] * maps.shape[2]
+    flat = tf.reshape(maps, [-1, n_pixels])
     if reduction == "max":
         scores = tf.reduce_max(flat, axis=1)
     elif reduction == "topk_mean":
-        k = max(1, int(round(flat.shape[1] * topk_percent / 100.0)))
+        k = max(1, int(round(n_pixels * topk_percent / 100.0)))
         scores = tf.reduce_mean(tf.math.top_k(flat, k=k).values, axis=1)
     else:
         raise ValueError(f"unknown reduction {reduction!r}")

@@ -96,10 +96,21 @@ class RunLogger(keras.callbacks.Callback):
             panels = {k: np.asarray(v) for k, v in self.model.sample_panels(self.samples).items()}
             atomic_save(self.run.file("samples", f"epoch-{done:05d}.png"),
                         lambda p: plots.image_grid(panels, p, title=f"epoch {done}"))
+        _append_history(self.run.file("history.csv"), done, logs)
         elapsed = time.time() - self.t0
         eta = elapsed / max(done - self.e0, 1) * (self.total - done)
         metrics = "  ".join(f"{k} {float(v):.5f}" for k, v in logs.items())
         print(f"epoch {done}/{self.total}  {metrics}  elapsed {_hms(elapsed)}  ETA {_hms(eta)}", flush=True)
+
+
+def _append_history(path, epoch, logs):
+    """One CSV row per epoch; a resumed run appends to the rows of the epochs it keeps."""
+    keys = sorted(logs)
+    new = not os.path.exists(path)
+    with open(path, "a", encoding="utf-8") as f:
+        if new:
+            f.write(",".join(["epoch"] + keys) + "\n")
+        f.write(",".join([str(epoch)] + [f"{float(logs[k]):.6g}" for k in keys]) + "\n")
 
 
 def _hms(seconds):

@@ -17,6 +17,11 @@ class TrainingPhase:
     name: str = "train"
 
 
+def images_of(data):
+    """The image batch of what `fit`/`train_on_batch` pass to a step: a tensor, or (x, y, sample_weight)."""
+    return data[0] if isinstance(data, (tuple, list)) else data
+
+
 class Detector(keras.Model):
     """A keras.Model with its own `train_step`/`test_step` and a traceable `anomaly_map`.
 

@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from keras_ad.detectors.base import Detector, TrainingPhase
+from keras_ad.detectors.base import Detector, TrainingPhase, images_of
 from keras_ad.errors import UsageError
 from keras_ad.losses import reconstruction
 from keras_ad.losses.ssim import ssim_map
@@ -136,7 +136,8 @@ class CAE(Detector):
     def metrics(self):
         return [self.loss_tracker]
 
-    def train_step(self, images):
+    def train_step(self, data):
+        images = images_of(data)
         with tf.GradientTape() as tape:
             per_image = self.loss_fn(images, self(images, training=True))
             loss = tf.nn.compute_average_loss(per_image)  # correct under tf.distribute (stack.md §3)
@@ -145,7 +146,8 @@ class CAE(Detector):
         self.loss_tracker.update_state(per_image)
         return {"loss": self.loss_tracker.result()}
 
-    def test_step(self, images):
+    def test_step(self, data):
+        images = images_of(data)
         self.loss_tracker.update_state(self.loss_fn(images, self(images, training=False)))
         return {"loss": self.loss_tracker.result()}
 

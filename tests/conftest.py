@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny synthetic data set, a tiny config, and one tiny trained run.
+
+TensorFlow sees two logical CPU devices (set here, before it initialises) so that MirroredStrategy
+can be tested on a machine without GPUs.
+"""
+
+import os
+import shutil
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import yaml  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def keras_ad_home(tmp_path_factory):
+    """Keep the demo-data cache out of the user's home during tests."""
+    home = tmp_path_factory.mktemp("keras_ad_home")
+    os.environ["KERAS_AD_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A small copy of the synthetic 'object' category (MVTec layout with masks), 128x128 RGB."""
+    from keras_ad.data import synthetic
+
+    out = tmp_path_factory.mktemp("data")
+    synthetic.write(str(out), ["object"], n_train=40, n_test_good=6, n_per_defect=3)
+    return out / "object"
+
+
+def tiny_config_dict(data_root, run_dir, **sections):
+    """A config that trains in seconds: 32x32 images, 2 epochs."""
+    cfg = {
+        "run": {"dir": str(run_dir)},
+        "data": {"layout": "folder", "root": str(data_root), "image_size": 32, "channels": 3},
+        "detector": {"name": "cae", "loss": "ssim", "residual": "l2"},
+        "train": {"epochs": 2, "batch_size": 8, "sample_every": 1},
+        "postprocess": {"reduction": "topk_mean"},
+    }
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    return cfg
+
+
+def write_config(path, cfg_dict):
+    path.write_text(yaml.safe_dump(cfg_dict))
+    return path
+
+
+@pytest.fixture
+def tiny_config(tiny_data, tmp_path):
+    return write_config(tmp_path / "tiny.yaml", tiny_config_dict(tiny_data, tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_data, tmp_path_factory):
+    """One tiny run trained through the CLI (train -> calibrate -> evaluate), shared read-only."""
+    from click.testing import CliRunner
+
+    from keras_ad.cli import main
+
+    folder = tmp_path_factory.mktemp("trained")
+    config = write_config(folder / "tiny.yaml", tiny_config_dict(tiny_data, folder / "run"))
+    result = CliRunner().invoke(main, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """A private copy of the trained run, for tests that write into it."""
+    dest = tmp_path / "run"
+    shutil.copytree(trained_run, dest)
+    return dest

@@ -1,0 +1,174 @@
+"""End to end through the CLI: train -> calibrate -> evaluate -> score, and every bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import keras_ad
+from keras_ad.cli import main
+from keras_ad.data import synthetic
+
+from conftest import tiny_config_dict, write_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_usage_error(result, *words):
+    """Exit code 2, exactly one `error:` line naming what is wrong, no traceback."""
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+def test_train_writes_a_complete_run(trained_run):
+    for name in ("config.yaml", "model.weights.h5", "report.json", "report.md", "calibration.json",
+                 "history.csv", "plots/roc.png", "plots/score_histogram.png", "plots/overlays.png",
+                 "plots/calibration.png", "samples/epoch-00002.png"):
+        assert (trained_run / name).is_file(), name
+    assert list((trained_run / "logs").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == ["epoch-00001", "epoch-00002"]
+    report = json.loads((trained_run / "report.json").read_text())
+    assert report["n_images"] == 6 + 3 * len(synthetic.DEFECTS)
+    assert sorted(report["per_defect"]) == sorted(synthetic.DEFECTS)
+    for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "f1_threshold"):
+        assert 0.0 <= report[key] <= 1.0 or key == "f1_threshold", key
+    decision = report["calibrated_decision"]
+    assert decision["tnr"] is not None and decision["min_area"] == 1
+
+
+def test_evaluate_reproduces_the_report(run_copy):
+    before = json.loads((run_copy / "report.json").read_text())
+    (run_copy / "report.json").unlink()
+    result = invoke("evaluate", "--run", run_copy)
+    assert result.exit_code == 0, result.output
+    after = json.loads((run_copy / "report.json").read_text())
+    for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max"):
+        assert after[key] == pytest.approx(before[key], abs=1e-6)
+
+
+def test_calibrate_with_min_area_lowers_the_threshold(run_copy):
+    before = json.loads((run_copy / "calibration.json").read_text())
+    result = invoke("calibrate", "--run", run_copy, "--min-area", 6)
+    assert result.exit_code == 0, result.output
+    after = json.loads((run_copy / "calibration.json").read_text())
+    assert after["min_area"] == 6
+    assert after["pixel_threshold"] <= before["pixel_threshold"]
+
+
+def test_score_folder_matches_the_python_api(run_copy, tiny_data, tmp_path):
+    folder = tiny_data / "test" / "hole"
+    out = tmp_path / "scores"
+    result = invoke("score", "--run", run_copy, folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(out / "scores.csv")))
+    assert [os.path.basename(r["path"]) for r in rows] == sorted(os.listdir(folder))
+    assert len(list(out.glob("*_overlay.png"))) == len(rows)
+
+    scorer = keras_ad.load(run_copy)
+    images = np.stack([np.asarray(Image.open(folder / name)) for name in sorted(os.listdir(folder))])
+    api = scorer(images)
+    assert set(api) == {"score", "anomaly_map", "is_anomalous", "defect_area"}
+    assert api["anomaly_map"].shape == (len(rows), 32, 32)
+    np.testing.assert_allclose([float(r["score"]) for r in rows], api["score"], atol=1e-5)
+    assert [int(r["is_anomalous"]) for r in rows] == api["is_anomalous"].astype(int).tolist()
+
+    again = invoke("score", "--run", run_copy, folder, "--out", out)
+    assert_usage_error(again, str(out), "--overwrite")
+
+
+def test_existing_run_is_not_overwritten(trained_run, tmp_path):
+    config_before = (trained_run / "config.yaml").read_bytes()
+    weights_before = (trained_run / "model.weights.h5").stat().st_mtime_ns
+    result = invoke("train", "--config", trained_run / "config.yaml")
+    assert_usage_error(result, str(trained_run), "--overwrite")
+    assert (trained_run / "config.yaml").read_bytes() == config_before
+    assert (trained_run / "model.weights.h5").stat().st_mtime_ns == weights_before
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tiny_data, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    config = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_data, precious))
+    assert_usage_error(invoke("train", "--config", config, "--overwrite"), "not a keras_ad run folder")
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"data": {"root": "/no/such/folder"}}, ["/no/such/folder", "data.root"]),
+    ({"data": {"colour": 3}}, ["data.colour", "unknown key"]),
+    ({"train": {"batch_size": 0}}, ["train.batch_size"]),
+    ({"train": {"batch_size": 64}}, ["train.batch_size", "training images"]),
+])
+def test_bad_input_is_one_line_and_exit_2(tiny_data, tmp_path, change, words):
+    cfg = tiny_config_dict(tiny_data, tmp_path / "run", **change)
+    result = invoke("train", "--config", write_config(tmp_path / "c.yaml", cfg))
+    assert_usage_error(result, *words)
+
+
+def test_corrupt_training_image_is_named(tiny_data, tmp_path):
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_data, root)
+    (root / "train" / "good" / "007.png").write_bytes(b"\x89PNG truncated")
+    cfg = tiny_config_dict(root, tmp_path / "run")
+    result = invoke("train", "--config", write_config(tmp_path / "c.yaml", cfg))
+    assert_usage_error(result, "007.png", "skip_unreadable")
+
+
+def test_usage_errors_in_a_real_process_have_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "keras_ad.cli", "train", "--config", str(tmp_path / "none.yaml")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none.yaml'}: (file): no such config file; "
+                                                "pass --config with a YAML file (see configs/)"]
+    proc = subprocess.run([sys.executable, "-m", "keras_ad.cli", "evaluate", "--run", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "not a run folder" in proc.stderr
+
+
+def _brick_folder_dataset(root):
+    """A real texture (scikit-image's brick photo) in the folder layout: crops, some with painted defects."""
+    from skimage import data
+
+    brick = data.brick()  # 512x512 grey photograph
+    rng = np.random.default_rng(0)
+
+    def crop():
+        y, x = rng.integers(0, 512 - 96, size=2)
+        return brick[y:y + 96, x:x + 96].copy()
+    for split, count in (("train/good", 24), ("test/good", 4), ("test/crack", 4)):
+        folder = root / split
+        folder.mkdir(parents=True)
+        for i in range(count):
+            image = crop()
+            if "crack" in split:
+                image[40:44, 10:80] = 0
+            Image.fromarray(image).save(folder / f"{i:03d}.jpg")
+
+
+def test_demo_config_runs_on_a_real_folder_dataset(tmp_path):
+    root = tmp_path / "brick"
+    _brick_folder_dataset(root)
+    result = invoke("train", "--config", os.path.join(REPO, "configs", "demo.yaml"),
+                    "--set", f"data.root={root}", "--set", f"run.dir={tmp_path / 'run'}",
+                    "--set", "train.epochs=1", "--set", "data.image_size=32", "--set", "train.batch_size=8")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["n_images"] == 8 and report["pixel_auroc"] is None  # no masks in this folder data set
+    assert 0.0 <= report["image_auroc"] <= 1.0

@@ -1,0 +1,120 @@
+"""Data layouts, decoding errors, validation split, pre-processing and augmentation."""
+
+import hashlib
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_ad import config
+from keras_ad.data import layouts, pipeline, synthetic
+from keras_ad.errors import DataError
+from keras_ad.scoring import preprocess
+
+
+def _cfg(root, **data):
+    return config.validate({"data": {"root": str(root), "layout": "folder", "image_size": 32, "channels": 3, **data}})
+
+
+def _copy(tiny_data, tmp_path):
+    dest = tmp_path / "ds"
+    shutil.copytree(tiny_data, dest)
+    return dest
+
+
+def test_mvtec_layout_finds_splits_and_masks(tiny_data):
+    cfg = _cfg(tiny_data.parent, layout="mvtec", category="object")
+    files = layouts.discover(cfg.data, seed=0)
+    assert len(files.train) + len(files.val) == 40 and len(files.val) == 4
+    assert files.defect_types == sorted(synthetic.DEFECTS)
+    defective = [s for s in files.test if s.label]
+    assert defective and all(s.mask_path and os.path.isfile(s.mask_path) for s in defective)
+
+
+def test_validation_split_is_seeded(tiny_data):
+    cfg = _cfg(tiny_data)
+    a = layouts.discover(cfg.data, seed=1).val
+    assert a == layouts.discover(cfg.data, seed=1).val
+    assert a != layouts.discover(cfg.data, seed=2).val
+
+
+def test_missing_root_and_empty_train(tmp_path):
+    with pytest.raises(DataError, match="data folder not found"):
+        layouts.discover(_cfg(tmp_path / "nope").data)
+    (tmp_path / "ds" / "train" / "good").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"train/good: no images"):
+        layouts.discover(_cfg(tmp_path / "ds").data)
+
+
+def test_corrupt_image_is_named_or_skipped_on_request(tiny_data, tmp_path):
+    root = _copy(tiny_data, tmp_path)
+    bad = root / "train" / "good" / "000.png"
+    bad.write_bytes(b"not a png")
+    files = layouts.discover(_cfg(root).data)
+    paths = files.train + files.val
+    with pytest.raises(DataError, match="000.png: cannot read image"):
+        pipeline.load_images(paths, _cfg(root).data)
+    with pytest.warns(UserWarning, match="000.png"):
+        images, kept, _ = pipeline.load_images(paths, _cfg(root, skip_unreadable=True).data)
+    assert len(images) == len(paths) - 1 and str(bad) not in kept
+
+
+def test_mask_size_mismatch_and_missing_mask(tiny_data, tmp_path):
+    root = _copy(tiny_data, tmp_path)
+    mask = root / "ground_truth" / "hole" / "000_mask.png"
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(mask)
+    files = layouts.discover(_cfg(root).data)
+    with pytest.raises(DataError, match="000_mask.png: mask is 10x10 but its image is 128x128"):
+        pipeline.load_test_set(files, _cfg(root).data)
+    mask.unlink()
+    mvtec = _cfg(root, layout="mvtec")
+    with pytest.raises(DataError, match="missing ground-truth mask"):
+        layouts.discover(mvtec.data)
+    # the folder layout accepts a defect image without a mask and leaves it out of pixel metrics
+    test = pipeline.load_test_set(layouts.discover(_cfg(root).data), _cfg(root).data)
+    assert (~test["has_mask"]).sum() == 1
+
+
+def test_synthetic_data_is_deterministic(tmp_path):
+    def digest(folder):
+        h = hashlib.sha256()
+        for dirpath, _, names in sorted(os.walk(folder)):
+            for name in sorted(names):
+                h.update(name.encode() + open(os.path.join(dirpath, name), "rb").read())
+        return h.hexdigest()
+    synthetic.write(str(tmp_path / "a"), ["texture"], n_train=3, n_test_good=1, n_per_defect=1)
+    synthetic.write(str(tmp_path / "b"), ["texture"], n_train=3, n_test_good=1, n_per_defect=1)
+    assert digest(tmp_path / "a" / "texture") == digest(tmp_path / "b" / "texture")
+    masks = list((tmp_path / "a" / "texture" / "ground_truth").rglob("*_mask.png"))
+    assert len(masks) == len(synthetic.DEFECTS) and all(np.asarray(Image.open(m)).any() for m in masks)
+
+
+def test_preprocess_resizes_converts_and_scales():
+    rgb = np.zeros((2, 50, 70, 3), np.uint8)
+    rgb[..., 0] = 255
+    grey = preprocess(rgb, 32, 1).numpy()
+    assert grey.shape == (2, 32, 32, 1) and grey.dtype == np.float32
+    np.testing.assert_allclose(grey, 0.2989, atol=1e-3)  # ITU-R 601 red weight
+    floats = preprocess(np.full((1, 32, 32, 1), 0.5, np.float32), 32, 3).numpy()
+    assert floats.shape == (1, 32, 32, 3) and np.allclose(floats, 0.5)
+
+
+def test_augmentation_keeps_shape_range_and_is_seeded(tiny_data):
+    cfg = _cfg(tiny_data)
+    images, _, _ = pipeline.load_images(layouts.discover(cfg.data).train[:8], cfg.data)
+    batch_a = next(iter(pipeline.training_dataset(images, cfg.train, batch_size=8))).numpy()
+    batch_b = next(iter(pipeline.training_dataset(images, cfg.train, batch_size=8))).numpy()
+    assert batch_a.shape == (8, 32, 32, 3) and batch_a.min() >= 0 and batch_a.max() <= 1
+    np.testing.assert_array_equal(batch_a, batch_b)
+    plain = next(iter(pipeline.training_dataset(images, cfg.train, batch_size=8, shuffle=False,
+                                                augment_images=False))).numpy()
+    np.testing.assert_array_equal(plain, images)
+    assert not np.allclose(np.sort(batch_a.ravel()), np.sort(plain.ravel()))
+
+
+def test_too_few_images_for_a_batch(tiny_data):
+    cfg = _cfg(tiny_data)
+    with pytest.raises(DataError, match="train.batch_size"):
+        pipeline.training_dataset(np.zeros((3, 32, 32, 3), np.float32), cfg.train, batch_size=8)
