@@ -102,17 +102,17 @@ def finetune_plots(curves: dict, area_hists: dict, calibrated: dict, path):
     axes[1].plot(t, curves["mean_area"], label="mean")
     axes[1].fill_between(t, np.maximum(curves["mean_area"] - curves["std_area"], 0),
                          curves["mean_area"] + curves["std_area"], alpha=0.3, label="± std")
-    axes[1].set(xlabel="pixel threshold", ylabel="region area (pixels)", title="region area")
+    axes[1].set(xlabel="pixel threshold", ylabel="region area (pixels)", yscale="symlog", title="region area")
     for ax in axes[:2]:
         ax.axvline(calibrated["pixel_threshold"], color="k", ls="--", lw=1, label="calibrated")
     axes[1].legend()
+    largest = max([int(a.max()) for a in area_hists.values() if len(a)] + [calibrated["min_area"] * 2, 10])
+    bins = np.arange(1, largest + 2)
     for name, areas in area_hists.items():
         if len(areas):
-            counts, edges = np.histogram(areas, bins=min(200, max(len(areas), 1)))
-            axes[2].plot(edges[:-1], counts, label=name)
+            axes[2].hist(areas, bins=bins, histtype="step", log=True, label=name)
     axes[2].axvline(calibrated["min_area"], color="k", ls="--", lw=1, label="min_area")
-    axes[2].set(xlabel="region area (pixels)", ylabel="regions", xscale="symlog", yscale="symlog",
-                title="region areas at several thresholds")
+    axes[2].set(xlabel="region area (pixels)", ylabel="regions", title="region areas at several thresholds")
     axes[2].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)

@@ -1,0 +1,72 @@
+"""Reading image and mask files into uint8 arrays, with errors that name the file."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from keras_ad.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def list_images(folder: str) -> list[str]:
+    """Image files directly inside `folder`, sorted by name."""
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder) if is_image_file(n))
+
+
+def read_image(path: str, channels: int) -> np.ndarray:
+    """Decode `path` to uint8 [H, W, channels] (grey 'L' or 'RGB'; palette, alpha and 16-bit handled by PIL)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I", "F"):  # 16-bit / float grey: scale to 8 bits
+                arr = np.asarray(im, dtype=np.float64)
+                peak = 65535.0 if arr.max() > 255 else 255.0
+                im = Image.fromarray(np.clip(arr * 255.0 / peak, 0, 255).astype(np.uint8))
+            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot read image ({e}); replace or remove the file, "
+                        f"or set data.skip_unreadable: true") from None
+    return arr[..., None] if channels == 1 else arr
+
+
+def read_mask(path: str, expected_shape: tuple[int, int]) -> np.ndarray:
+    """Ground-truth mask as bool [H, W]; its size must equal the image's (MVTec convention)."""
+    try:
+        with Image.open(path) as im:
+            mask = np.asarray(im.convert("L")) > 127
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot read mask ({e})") from None
+    if mask.shape != tuple(expected_shape):
+        raise DataError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                        f"{expected_shape[1]}x{expected_shape[0]}; masks must match their image size")
+    return mask
+
+
+def read_many(paths, reader, skip_unreadable=False, workers=None):
+    """Apply `reader(path)` to every path on a thread pool (PIL releases the GIL while decoding).
+
+    Returns (results, kept_indices). A DataError stops everything unless `skip_unreadable`, in which
+    case the file is skipped with a warning naming it.
+    """
+    def safe(path):
+        try:
+            return reader(path)
+        except DataError as e:
+            if not skip_unreadable:
+                raise
+            warnings.warn(f"skipped: {e}", stacklevel=2)
+            return None
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:
+        results = list(pool.map(safe, paths))
+    kept = [i for i, r in enumerate(results) if r is not None]
+    return [results[i] for i in kept], kept

@@ -1,0 +1,101 @@
+"""From file lists to model inputs: decode in parallel, pre-process once, then tf.data for training.
+
+Images are decoded on a thread pool, passed through `keras_ad.scoring.preprocess` (the same function
+the exported scorer runs) and held in memory at the model's size; the training pipeline shuffles,
+augments (§3.a) and prefetches them.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from keras_ad.data.images import read_image, read_many, read_mask
+from keras_ad.errors import DataError
+from keras_ad.scoring import preprocess
+
+
+def load_images(paths, data_cfg, what="images"):
+    """Decode and pre-process `paths` -> (float32 [N, S, S, C] in [0, 1], kept paths, original sizes)."""
+    if paths:
+        print(f"loading {len(paths)} {what} ...", file=sys.stderr, flush=True)
+    raw, kept = read_many(paths, lambda p: read_image(p, data_cfg.channels), data_cfg.skip_unreadable)
+    size = data_cfg.image_size
+    out = np.zeros((len(raw), size, size, data_cfg.channels), np.float32)
+    for i, image in enumerate(raw):
+        out[i] = preprocess(image[None], size, data_cfg.channels, data_cfg.resize)[0].numpy()
+    return out, [paths[i] for i in kept], [r.shape[:2] for r in raw]
+
+
+def load_masks(samples, original_sizes, image_size):
+    """Ground truth at the model's size, bool [N, S, S]; all-false for good images and missing masks."""
+    masks = np.zeros((len(samples), image_size, image_size), bool)
+    for i, (sample, shape) in enumerate(zip(samples, original_sizes)):
+        if sample.mask_path is None:
+            continue
+        mask = read_mask(sample.mask_path, shape).astype(np.float32)
+        if not mask.any():
+            raise DataError(f"{sample.mask_path}: mask of a defective image is empty")
+        resized = tf.image.resize(mask[None, ..., None], (image_size, image_size), "bilinear", antialias=True)
+        masks[i] = resized.numpy()[0, ..., 0] >= 0.5
+    return masks
+
+
+def load_test_set(files, data_cfg):
+    """Test images, labels [N], defect names, masks [N, S, S] and whether each image has a mask."""
+    images, kept_paths, sizes = load_images([s.path for s in files.test], data_cfg, "test images")
+    by_path = {s.path: s for s in files.test}
+    samples = [by_path[p] for p in kept_paths]
+    masks = load_masks(samples, sizes, data_cfg.image_size)
+    return {
+        "images": images,
+        "paths": kept_paths,
+        "labels": np.array([s.label for s in samples], np.int32),
+        "defects": [s.defect for s in samples],
+        "masks": masks,
+        "has_mask": np.array([s.label == 0 or s.mask_path is not None for s in samples]),
+    }
+
+
+def augment(image, seed, rotation_deg, shift, brightness):
+    """§3.a: rotation +-rotation_deg, shift +-shift of the size, nearest fill, brightness factor U(1-b, 1+b)."""
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    size = tf.cast(tf.shape(image)[0], tf.float32)
+    angle = tf.random.stateless_uniform([], seeds[0], -1.0, 1.0) * rotation_deg * math.pi / 180.0
+    dx, dy = tf.unstack(tf.random.stateless_uniform([2], seeds[1], -shift, shift) * size)
+    factor = tf.random.stateless_uniform([], seeds[2], 1.0 - brightness, 1.0 + brightness)
+    # Output pixel (x, y) samples the input at R^-1 ((x, y) - c - t) + c, c the centre, t the shift.
+    c = (size - 1.0) / 2.0
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    tx = c - cos * (c + dx) - sin * (c + dy)
+    ty = c + sin * (c + dx) - cos * (c + dy)
+    transform = tf.stack([cos, sin, tx, -sin, cos, ty, 0.0, 0.0])[None]
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform, output_shape=tf.shape(image)[:2],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")[0]
+    return tf.clip_by_value(out * factor, 0.0, 1.0)
+
+
+def training_dataset(images, train_cfg, batch_size=None, shuffle=True, augment_images=None):
+    """tf.data over in-memory images: shuffle, augment (parallel), batch (drop remainder), prefetch."""
+    batch_size = batch_size or train_cfg.batch_size
+    if len(images) < batch_size:
+        raise DataError(f"only {len(images)} training images but train.batch_size is {batch_size}; "
+                        f"add images or lower train.batch_size")
+    ds = tf.data.Dataset.from_tensor_slices(images)
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=train_cfg.seed, reshuffle_each_iteration=True)
+    if train_cfg.augment if augment_images is None else augment_images:
+        seeds = tf.data.Dataset.random(seed=train_cfg.seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda x, s: augment(x, s, train_cfg.rotation_deg, train_cfg.shift, train_cfg.brightness),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(images, batch_size):
+    """Un-augmented, ordered batches (validation loss)."""
+    return tf.data.Dataset.from_tensor_slices(images).batch(batch_size).prefetch(tf.data.AUTOTUNE)
