@@ -18,15 +18,20 @@ from keras_ad.errors import DataError
 from keras_ad.scoring import preprocess
 
 
-def load_images(paths, data_cfg, what="images"):
+def load_images(paths, data_cfg, what="images", chunk=64):
     """Decode and pre-process `paths` -> (float32 [N, S, S, C] in [0, 1], kept paths, original sizes)."""
     if paths:
         print(f"loading {len(paths)} {what} ...", file=sys.stderr, flush=True)
     raw, kept = read_many(paths, lambda p: read_image(p, data_cfg.channels), data_cfg.skip_unreadable)
-    size = data_cfg.image_size
-    out = np.zeros((len(raw), size, size, data_cfg.channels), np.float32)
+    size, channels = data_cfg.image_size, data_cfg.channels
+    out = np.zeros((len(raw), size, size, channels), np.float32)
+    by_shape = {}
     for i, image in enumerate(raw):
-        out[i] = preprocess(image[None], size, data_cfg.channels, data_cfg.resize)[0].numpy()
+        by_shape.setdefault(image.shape, []).append(i)
+    for indices in by_shape.values():  # one batched call per image size (MVTec: a single size)
+        for start in range(0, len(indices), chunk):
+            part = indices[start:start + chunk]
+            out[part] = preprocess(np.stack([raw[i] for i in part]), size, channels, data_cfg.resize).numpy()
     return out, [paths[i] for i in kept], [r.shape[:2] for r in raw]
 
 

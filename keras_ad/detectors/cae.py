@@ -23,7 +23,7 @@ from keras import layers
 from keras_ad.detectors.base import Detector, TrainingPhase, images_of
 from keras_ad.errors import UsageError
 from keras_ad.losses import reconstruction
-from keras_ad.losses.ssim import ssim_map
+from keras_ad.losses.reconstruction import residual_map
 
 LEAKY_SLOPE = 0.2  # every conv of the repo's mvtec model, §3.b
 
@@ -172,19 +172,6 @@ class CAE(Detector):
     def enter_phase(self, index):
         if self.architecture == "resnet":
             self.encoder.get_layer("inception_resnet_v2").trainable = index > 0
-
-
-def residual_map(images, reconstruction_, kind):
-    """[N, H, W] map averaged over channels; brighter and darker defects both count (§3.i.1)."""
-    if kind == "ssim":
-        per_channel = 1.0 - ssim_map(images, reconstruction_, padding="same")
-    elif kind == "l2":
-        per_channel = tf.square(images - reconstruction_)
-    elif kind == "l1":
-        per_channel = tf.abs(images - reconstruction_)
-    else:
-        raise ValueError(f"unknown residual {kind!r}")
-    return tf.reduce_mean(per_channel, axis=-1)
 
 
 def from_config(cfg):

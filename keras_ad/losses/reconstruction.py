@@ -1,12 +1,13 @@
-"""Per-image reconstruction losses of the SSIM autoencoder (detectors.md §3.c), shape [N].
+"""Reconstruction losses and residual maps shared by the detectors; images in [0, 1].
 
-Each returns one value per image so that training reduces them with `tf.nn.compute_average_loss`
-(correct gradients under tf.distribute, stack.md §3). Images are in [0, 1].
+Losses (detectors.md §3.c) return one value per image, [N], so that training reduces them with
+`tf.nn.compute_average_loss` (correct gradients under tf.distribute, stack.md §3). Residual maps
+return [N, H, W].
 """
 
 import tensorflow as tf
 
-from keras_ad.losses.ssim import ms_ssim, ssim
+from keras_ad.losses.ssim import ms_ssim, ssim, ssim_map
 
 
 def mse(x, x_hat):
@@ -35,3 +36,16 @@ def make_mssim_loss(scales=5):
 def get(name, mssim_scales=5):
     losses = {"mse": mse, "l2": l2, "ssim": ssim_loss, "mssim": make_mssim_loss(mssim_scales)}
     return losses[name]
+
+
+def residual_map(images, reconstruction_, kind):
+    """[N, H, W] map averaged over channels; brighter and darker defects both count (§3.i.1)."""
+    if kind == "ssim":
+        per_channel = 1.0 - ssim_map(images, reconstruction_, padding="same")
+    elif kind == "l2":
+        per_channel = tf.square(images - reconstruction_)
+    elif kind == "l1":
+        per_channel = tf.abs(images - reconstruction_)
+    else:
+        raise ValueError(f"unknown residual {kind!r}")
+    return tf.reduce_mean(per_channel, axis=-1)
