@@ -38,8 +38,6 @@ class Field:
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if value is None and None in self.allow:
-            return None
         if isinstance(value, bool) and bool not in kinds:
             raise ConfigError(source, key, f"expected {_kind_name(self)}, got {value!r}")
         if not isinstance(value, kinds):
@@ -135,13 +133,7 @@ class Section:
             raise AttributeError(name) from None
 
     def __setattr__(self, name, value):
-        raise AttributeError("config sections are read-only; use Config.replace")
-
-    def __getitem__(self, name):
-        return self._values[name]
-
-    def to_dict(self):
-        return copy.deepcopy(self._values)
+        raise AttributeError("config sections are read-only; change the YAML or pass --set")
 
 
 class Config:
@@ -158,14 +150,6 @@ class Config:
 
     def to_yaml(self):
         return yaml.safe_dump(self._values, sort_keys=False)
-
-    def replace(self, **dotted):
-        """A copy with `section__key=value` pairs replaced (and validated)."""
-        raw = self.to_dict()
-        for name, value in dotted.items():
-            section, key = name.split("__", 1)
-            raw[section][key] = value
-        return validate(raw, self.source)
 
     @property
     def run_dir(self):

@@ -32,8 +32,8 @@ def image_grid(panels: dict, path, title=""):
     fig, axes = plt.subplots(rows, len(names), figsize=(2 * len(names), 2 * rows), squeeze=False)
     for j, name in enumerate(names):
         data = np.asarray(panels[name])
-        is_map = data.ndim == 3
-        vmax = float(np.percentile(data, 99.5)) or 1.0 if is_map else None
+        is_map = data.ndim == 3  # [N, H, W] maps get a heat colour map scaled to their 99.5th percentile
+        vmax = (float(np.percentile(data, 99.5)) or 1.0) if is_map else None
         for i in range(rows):
             _show(axes[i, j], data[i], cmap="inferno" if is_map else None, vmax=vmax)
         axes[0, j].set_title(name, fontsize=9)

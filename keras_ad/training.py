@@ -70,6 +70,11 @@ def restore_checkpoint(folder, model, restore_optimizer: bool):
         values = np.load(os.path.join(folder, "optimizer.npz"))
         for var, key in zip(model.optimizer.variables, sorted(values.files, key=lambda k: int(k.split("_")[1]))):
             var.assign(values[key])
+    return read_state(folder)
+
+
+def read_state(folder) -> dict:
+    """{"epoch": completed epochs, "phase": training phase index} of a checkpoint folder."""
     with open(os.path.join(folder, "state.json")) as f:
         return json.load(f)
 
@@ -141,8 +146,7 @@ def train(cfg, run: Run, resume: bool = False):
     checkpoint = latest_checkpoint(run) if resume else None
     start = 0
     if checkpoint:
-        with open(os.path.join(checkpoint, "state.json")) as f:
-            state = json.load(f)
+        state = read_state(checkpoint)
         start = state["epoch"]
         print(f"resuming from {checkpoint} (epoch {start})", flush=True)
 

@@ -40,10 +40,6 @@ class DatasetFiles:
     val: list[str]
     test: list[TestSample] = field(default_factory=list)
 
-    @property
-    def defect_types(self) -> list[str]:
-        return sorted({s.defect for s in self.test} - {GOOD})
-
 
 def resolve_root(data_cfg) -> str:
     """The folder that holds train/ and test/ for this config (generating the demo data if asked)."""

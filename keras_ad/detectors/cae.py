@@ -22,7 +22,7 @@ from keras import layers
 
 from keras_ad.detectors.base import Detector, TrainingPhase, images_of
 from keras_ad.errors import UsageError
-from keras_ad.losses import reconstruction
+from keras_ad.losses.reconstruction import get as get_loss
 from keras_ad.losses.reconstruction import residual_map
 
 LEAKY_SLOPE = 0.2  # every conv of the repo's mvtec model, §3.b
@@ -126,7 +126,7 @@ class CAE(Detector):
         super().__init__(**kwargs)
         self.encoder, self.decoder = encoder, decoder
         self.loss_name, self.residual, self.architecture = loss, residual, architecture
-        self.loss_fn = reconstruction.get(loss, mssim_scales)
+        self.loss_fn = get_loss(loss, mssim_scales)
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def call(self, images, training=False):
