@@ -2,7 +2,7 @@
 
     import keras_ad
     scorer = keras_ad.load("runs/demo")
-    out = scorer(images)          # uint8 or [0, 1] float, [N, H, W, C]
+    out = scorer(images)          # uint8 or [0, 1] float, [N, H, W, C]; tensors out
     out["score"], out["anomaly_map"], out["is_anomalous"]
 """
 
@@ -18,16 +18,34 @@ def build(cfg):
     return detectors.build(cfg)
 
 
-def load(run_dir):
-    """A `Scorer` for a trained run folder: its detector, weights, pre/post-processing and calibration."""
+def load(path):
+    """A scorer for a trained run folder, an export folder (exports/<run>) or an exported SavedModel.
+
+    All three are called the same way: `scorer(images, threshold=None)` on uint8 or [0, 1] float
+    [N, H, W, C] images returns tensors `score`, `anomaly_map`, `is_anomalous` and `defect_area`,
+    eagerly, inside `tf.function` and inside `tf.data.Dataset.map`.
+    """
+    import json
     import os
 
-    from keras_ad import detectors
     from keras_ad.errors import UsageError
+
+    if os.path.isfile(os.path.join(path, "saved_model.pb")) or os.path.isfile(os.path.join(path, "metadata.json")):
+        from keras_ad.export.bundle import SAVEDMODEL_DIR
+        from keras_ad.export.savedmodel import ExportedScorer
+
+        folder = path if os.path.isfile(os.path.join(path, "saved_model.pb")) else os.path.join(path, SAVEDMODEL_DIR)
+        if not os.path.isfile(os.path.join(folder, "saved_model.pb")):
+            raise UsageError(f"{path}: export folder without a SavedModel; export with --format savedmodel")
+        metadata_path = os.path.join(os.path.dirname(os.path.abspath(folder)), "metadata.json")
+        metadata = json.load(open(metadata_path)) if os.path.isfile(metadata_path) else None
+        return ExportedScorer(folder, metadata)
+
+    from keras_ad import detectors
     from keras_ad.runs import CALIBRATION, WEIGHTS, Run
     from keras_ad.scoring import Scorer
 
-    run = Run.open(run_dir)
+    run = Run.open(path)
     cfg = run.config()
     if not os.path.isfile(run.file(WEIGHTS)):
         raise UsageError(f"{run.path}: no trained weights ({WEIGHTS}); finish training first "

@@ -1,7 +1,7 @@
 """Threshold and minimum defect area from good validation images only (detectors.md §3.e, §3.f).
 
 An image is defective iff the anomaly map, binarised at `pixel_threshold` (map > t), has an 8-connected
-region of at least `min_area` pixels. Calibration picks the smallest t at which no validation image has
+region of at least `min_area` pixels (applied in the scoring graph: `keras_ad.image_ops.defect_decision`). Calibration picks the smallest t at which no validation image has
 such a region: the MVTec AD protocol, on float maps instead of the repo's clipped uint8 residuals.
 """
 
@@ -22,7 +22,7 @@ def largest_region(maps, threshold) -> int:
 
 
 def calibrate(val_maps, min_area: int) -> dict:
-    """Smallest threshold t (among the maps' values) with every validation region (map > t) below min_area.
+    """Threshold t with every validation region (map > t) below min_area, as low as the maps allow.
 
     The largest region shrinks as t grows, so a binary search over the sorted distinct values finds it;
     at t = max(maps) nothing is left, so a threshold always exists (§3.i.9).
@@ -38,15 +38,11 @@ def calibrate(val_maps, min_area: int) -> dict:
             hi = mid
         else:
             lo = mid + 1
-    threshold = float(candidates[lo])
+    # Halfway to the next map value: the same decisions on the validation maps, and no validation pixel
+    # sits exactly on the threshold where a 1e-8 difference between runtimes would flip it.
+    above = candidates[lo + 1] if lo + 1 < len(candidates) else candidates[lo] + max(abs(candidates[lo]), 1e-3) * 1e-3
+    threshold = (float(candidates[lo]) + float(above)) / 2
     return {"pixel_threshold": threshold, "min_area": int(min_area), "n_validation_images": int(len(val_maps))}
-
-
-def decide(maps, pixel_threshold: float, min_area: int):
-    """(is_anomalous [N] bool, defect_area [N] int: pixels in regions of at least min_area)."""
-    areas = [region_areas(m > pixel_threshold) for m in np.asarray(maps)]
-    defect_area = np.array([int(a[a >= min_area].sum()) for a in areas], np.int64)
-    return defect_area > 0, defect_area
 
 
 def finetune_curves(val_maps, n_thresholds: int = 100) -> dict:

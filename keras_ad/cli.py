@@ -1,4 +1,4 @@
-"""`keras-ad`: train, evaluate, calibrate, score, and write the demo data.
+"""`keras-ad`: train, evaluate, calibrate, score, export, and write the demo data.
 
 Exit codes: 0 success, 2 usage or input error (one line: what, where, how to fix), 1 unexpected error.
 TensorFlow is imported only after the arguments and the config are validated.
@@ -6,9 +6,7 @@ TensorFlow is imported only after the arguments and the config are validated.
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import os
 import sys
 
@@ -140,21 +138,14 @@ def calibrate(run_dir, min_area):
 @reports_usage_errors
 def score(run_dir, inputs, out_dir, overwrite, no_overlays):
     """Score image files or folders: scores.csv (path, score, is_anomalous, defect_area) and overlays."""
-    from keras_ad.data.images import list_images
+    from keras_ad.export import device
     from keras_ad.runs import Run
 
     run = Run.open(run_dir)
-    paths = []
-    for item in inputs:
-        if os.path.isdir(item):
-            found = list_images(item)
-            if not found:
-                raise UsageError(f"{item}: folder holds no images (.png, .jpg, .bmp, .tif)")
-            paths += found
-        elif os.path.isfile(item):
-            paths.append(item)
-        else:
-            raise UsageError(f"{item}: no such file or folder")
+    try:
+        paths = device.list_inputs(inputs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     out_dir = out_dir or run.file("scores")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
         raise UsageError(f"{out_dir}: exists and is not empty; pass --overwrite or choose --out")
@@ -170,13 +161,8 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays):
     if not scorer.calibration:
         raise UsageError(f"{run.path}: not calibrated; run keras-ad calibrate --run {run_dir}")
     images, kept, _ = pipeline.load_images(paths, scorer.cfg.data)
-    out = scorer.decide(scorer.score_preprocessed(images))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["path", "score", "is_anomalous", "defect_area"])
-    for i, path in enumerate(kept):
-        writer.writerow([path, f"{out['score'][i]:.8g}", int(out["is_anomalous"][i]), int(out["defect_area"][i])])
-    atomic_write(os.path.join(out_dir, "scores.csv"), buffer.getvalue())
+    out = scorer.score_preprocessed(images)
+    atomic_write(os.path.join(out_dir, "scores.csv"), device.to_csv(device.rows(kept, out)))
     if not no_overlays:
         vmax = max(scorer.calibration["pixel_threshold"] * 2, 1e-6)
         for i, path in enumerate(kept):
@@ -188,6 +174,35 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays):
                         lambda p, item=item: plots.overlay_grid([item], p, vmax))
     flagged = int(np.sum(out["is_anomalous"]))
     click.echo(f"scored {len(kept)} images, {flagged} anomalous -> {os.path.join(out_dir, 'scores.csv')}")
+
+
+@main.command()
+@_run_option
+@click.option("--format", "formats", default="savedmodel,tflite,onnx", show_default=True,
+              help="comma-separated: savedmodel, tflite, onnx")
+@click.option("--quantize", default="none", show_default=True,
+              help="TFLite variants, comma-separated: none (fp32), fp16, dynamic, int8 (int8 is calibrated on "
+                   "good validation images; SSIM maps and post-processing stay float). ONNX stays fp32: "
+                   "TensorRT quantises it on the device.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="export folder (default: exports/<run name>)")
+@click.option("--overwrite", is_flag=True, help="replace an existing export folder")
+@reports_usage_errors
+def export(run_dir, formats, quantize, out_dir, overwrite):
+    """Export the scoring graph, check every artefact against the Keras model, write metadata.json."""
+    from keras_ad.export import ExportError, bundle
+
+    split = lambda text: tuple(v.strip() for v in text.split(",") if v.strip())  # noqa: E731
+    try:
+        report = bundle.export_run(run_dir, split(formats), split(quantize), out_dir, overwrite)
+    except ExportError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"export: {report['folder']} (metadata.json, export_report.json)")
+    if not report["passed"]:
+        failed = [f"{name} ({', '.join(r['drifted'])})" for name, r in report["artefacts"].items() if not r["passed"]]
+        click.echo(f"error: parity check failed for {'; '.join(failed)}; see export_report.json", err=True)
+        sys.exit(1)
 
 
 @main.group()

@@ -52,9 +52,7 @@ def evaluate_run(run, cfg, scorer) -> dict:
         report["per_defect"][defect] = metrics.summary(labels[keep], scores[keep], masks[keep], maps[keep],
                                                        has_mask[keep], fpr_limit)
     if scorer.calibration:
-        predicted, _ = calibration.decide(maps, scorer.calibration["pixel_threshold"],
-                                          scorer.calibration["min_area"])
-        report["calibrated_decision"] = {**scorer.calibration, **metrics.decision_rates(labels, predicted)}
+        report["calibrated_decision"] = {**scorer.calibration, **metrics.decision_rates(labels, out["is_anomalous"])}
     write_json(run.file(REPORT), report)
     atomic_write(run.file("report.md"), markdown_report(report))
     _plots(run, cfg, scorer, test, out, report)

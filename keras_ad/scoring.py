@@ -1,7 +1,7 @@
 """The one pre-processing, the one post-processing, and the `Scorer` that chains them around a detector.
 
-Training data, evaluation, calibration, the `score` command and `keras_ad.load` all go through these
-functions, so a number reported by `evaluate` is the number a user gets from `score`.
+Training data, evaluation, calibration, the `score` command, `keras_ad.load` and every export format
+go through `Scorer.graph`, so a number reported by `evaluate` is the number a device computes.
 """
 
 from __future__ import annotations
@@ -9,16 +9,17 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_ad import image_ops
 from keras_ad.losses.ssim import gaussian_blur
 
-RESIZE_METHODS = {"bilinear": "bilinear", "area": "area", "nearest": "nearest"}
+OUTPUTS = ("score", "anomaly_map", "is_anomalous", "defect_area")
 
 
 def preprocess(images, image_size: int, channels: int, resize: str = "bilinear"):
     """Raw images [N, H, W, 1|3] (uint8 0..255, or float already in [0, 1]) -> float32 [N, S, S, C] in [0, 1].
 
-    Resizes (antialiased unless nearest, §3.i.6) only when the size differs, and converts grey <-> RGB
-    (ITU-R 601 weights, as tf.image.rgb_to_grayscale).
+    Resizes as tf.image.resize(antialias=True) does (nearest: no antialiasing, §3.i.6), but with MatMuls
+    that every runtime has, and converts grey <-> RGB (ITU-R 601 weights, as tf.image.rgb_to_grayscale).
     """
     images = tf.convert_to_tensor(images)
     x = tf.cast(images, tf.float32)
@@ -28,9 +29,8 @@ def preprocess(images, image_size: int, channels: int, resize: str = "bilinear")
         x = x[..., None]
     if x.shape[-1] != channels:
         x = tf.image.rgb_to_grayscale(x) if channels == 1 else tf.image.grayscale_to_rgb(x)
-    if (x.shape[1], x.shape[2]) != (image_size, image_size):
-        method = RESIZE_METHODS[resize]
-        x = tf.image.resize(x, (image_size, image_size), method=method, antialias=method != "nearest")
+    if (x.shape[1], x.shape[2]) != (image_size, image_size):  # unknown (None) sizes are resized too
+        x = image_ops.resize(x, image_size, resize)
     return tf.clip_by_value(x, 0.0, 1.0)
 
 
@@ -51,48 +51,74 @@ def postprocess(maps, smoothing_sigma: float = 0.0, reduction: str = "max", topk
 
 
 class Scorer:
-    """preprocess -> detector.anomaly_map -> postprocess, plus the calibrated decision rule.
+    """preprocess -> detector.anomaly_map -> postprocess -> calibrated decision, as one traceable graph.
 
-    Call it on a batch of raw images (uint8 or [0, 1] float, any size) to get numpy arrays
-    `score` [N], `anomaly_map` [N, S, S], and, once calibrated, `is_anomalous` [N] and `defect_area` [N].
+    `scorer(images)` takes raw images (uint8, or float in [0, 1]; [N, H, W, C] of any size) and returns
+    tensors `score` [N], `anomaly_map` [N, S, S] and, once calibrated, `is_anomalous` [N] and
+    `defect_area` [N]. It works eagerly, inside `tf.function` and inside `tf.data.Dataset.map`.
+    `threshold` (a pixel threshold on the map) overrides the calibrated one.
     """
 
     def __init__(self, detector, cfg, calibration: dict | None = None, batch_size: int = 16):
-        self.detector, self.cfg, self.calibration = detector, cfg, calibration
+        self.detector, self.cfg = detector, cfg
         self.batch_size = batch_size
-        post = cfg.postprocess
-        self._post = dict(smoothing_sigma=post.smoothing_sigma, reduction=post.reduction,
-                          topk_percent=post.topk_percent)
-        size, ch = cfg.data.image_size, cfg.data.channels
-        self._score_fn = tf.function(
-            self._score_preprocessed,
-            input_signature=[tf.TensorSpec([None, size, size, ch], tf.float32)], reduce_retracing=True)
+        self.calibration = calibration
 
-    def _score_preprocessed(self, x):
-        scores, maps = postprocess(self.detector.anomaly_map(x), **self._post)
-        return {"score": scores, "anomaly_map": maps}
+    @property
+    def calibration(self) -> dict | None:
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, value):
+        """Threshold and min_area are constants of the traced graph: a new calibration means a new trace."""
+        self._calibration = value
+        self._graph_fn = tf.function(self.graph, reduce_retracing=True)
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.data.image_size
+
+    @property
+    def channels(self) -> int:
+        return self.cfg.data.channels
+
+    @property
+    def threshold(self) -> float | None:
+        return None if not self.calibration else float(self.calibration["pixel_threshold"])
 
     def preprocess(self, images):
         d = self.cfg.data
         return preprocess(images, d.image_size, d.channels, d.resize)
 
+    def graph(self, images, threshold=None) -> dict:
+        """The scoring graph itself (traced by `tf.function` and by every exporter)."""
+        post = self.cfg.postprocess
+        scores, maps = postprocess(self.detector.anomaly_map(self.preprocess(images)), post.smoothing_sigma,
+                                   post.reduction, post.topk_percent)
+        out = {"score": scores, "anomaly_map": maps}
+        if threshold is None and self.calibration:
+            threshold = tf.constant(self.threshold, tf.float32)
+        if threshold is not None:
+            min_area = int(self.calibration["min_area"]) if self.calibration else 1
+            out["is_anomalous"], out["defect_area"] = image_ops.defect_decision(maps, threshold, min_area)
+        return out
+
+    def __call__(self, images, threshold=None) -> dict:
+        images = tf.convert_to_tensor(images)
+        if images.dtype != tf.uint8:
+            images = tf.cast(images, tf.float32)
+        if threshold is not None:
+            threshold = tf.convert_to_tensor(threshold, tf.float32)
+        return self._graph_fn(images, threshold)
+
     def score_preprocessed(self, x) -> dict:
         """Score float32 images that went through `preprocess` already, in batches; numpy out."""
         x = np.asarray(x, np.float32)
-        parts = [self._score_fn(tf.constant(x[i:i + self.batch_size])) for i in range(0, len(x), self.batch_size)]
+        parts = [self(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
         if not parts:
-            size = self.cfg.data.image_size
-            return {"score": np.zeros(0, np.float32), "anomaly_map": np.zeros((0, size, size), np.float32)}
-        return {k: np.concatenate([p[k].numpy() for p in parts]) for k in ("score", "anomaly_map")}
-
-    def decide(self, out: dict) -> dict:
-        """Add `is_anomalous` and `defect_area` from the calibrated threshold and minimum area (§3.e)."""
-        if self.calibration:
-            from keras_ad.calibration import decide
-
-            out["is_anomalous"], out["defect_area"] = decide(
-                out["anomaly_map"], self.calibration["pixel_threshold"], self.calibration["min_area"])
-        return out
-
-    def __call__(self, images) -> dict:
-        return self.decide(self.score_preprocessed(self.preprocess(images).numpy()))
+            empty = {"score": np.zeros(0, np.float32),
+                     "anomaly_map": np.zeros((0, self.image_size, self.image_size), np.float32)}
+            if self.calibration:
+                empty.update(is_anomalous=np.zeros(0, bool), defect_area=np.zeros(0, np.int32))
+            return empty
+        return {k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0]}

@@ -10,32 +10,19 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from keras_ad.errors import DataError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def is_image_file(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-
-
-def list_images(folder: str) -> list[str]:
-    """Image files directly inside `folder`, sorted by name."""
-    return sorted(os.path.join(folder, n) for n in os.listdir(folder) if is_image_file(n))
+from keras_ad.export.device import decode_image, list_images  # noqa: F401 (list_images re-exported)
 
 
 def read_image(path: str, channels: int) -> np.ndarray:
-    """Decode `path` to uint8 [H, W, channels] (grey 'L' or 'RGB'; palette, alpha and 16-bit handled by PIL)."""
+    """Decode `path` to uint8 [H, W, channels] (grey 'L' or 'RGB'; palette, alpha and 16-bit handled by PIL).
+
+    The decoding itself is the device scorer's, so host and device read a file to the same pixels.
+    """
     try:
-        with Image.open(path) as im:
-            if im.mode in ("I;16", "I;16B", "I", "F"):  # 16-bit / float grey: scale to 8 bits
-                arr = np.asarray(im, dtype=np.float64)
-                peak = 65535.0 if arr.max() > 255 else 255.0
-                im = Image.fromarray(np.clip(arr * 255.0 / peak, 0, 255).astype(np.uint8))
-            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+        return decode_image(path, channels)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read image ({e}); replace or remove the file, "
                         f"or set data.skip_unreadable: true") from None
-    return arr[..., None] if channels == 1 else arr
 
 
 def read_mask(path: str, expected_shape: tuple[int, int]) -> np.ndarray:

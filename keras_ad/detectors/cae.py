@@ -27,6 +27,23 @@ from keras_ad.losses.reconstruction import residual_map
 
 LEAKY_SLOPE = 0.2  # every conv of the repo's mvtec model, §3.b
 
+
+class WideStrideConvTranspose(layers.Conv2DTranspose):
+    """A 'valid' transposed conv whose stride exceeds its kernel (the 1x1 -> 8x8 step of §3.b).
+
+    Computes exactly what Conv2DTranspose computes, with the kernel zero-padded up to the stride:
+    tf2onnx turns the unpadded form into an ONNX ConvTranspose with negative pads, which
+    onnxruntime rejects. The stored kernel keeps its paper shape.
+    """
+
+    def call(self, inputs):
+        grow_h, grow_w = (max(s - k, 0) for s, k in zip(self.strides, self.kernel_size))
+        kernel = keras.ops.pad(self.kernel, [[0, grow_h], [0, grow_w], [0, 0], [0, 0]])
+        outputs = keras.ops.conv_transpose(inputs, kernel, strides=self.strides, padding="valid")
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
+
 # (filters, kernel, stride) of encoder rows 3-9 of §3.b (the 64x64 -> 8x8 part) ...
 _ENCODER_CORE = [(32, 4, 2), (32, 3, 1), (64, 4, 2), (64, 3, 1), (128, 4, 2), (64, 3, 1), (32, 3, 1)]
 # ... and decoder rows 2-7 (8x8 -> 32x32 after the first 1x1 -> 8x8 transposed conv).
@@ -57,7 +74,7 @@ def mvtec_autoencoder(image_size: int, channels: int, latent_dim: int = 100):
     encoder = keras.Model(image, code, name="encoder")
 
     latent = keras.Input((1, 1, latent_dim), name="code")
-    y = layers.Conv2DTranspose(32, 3, strides=8, padding="valid")(latent)  # 1x1 -> 8x8
+    y = WideStrideConvTranspose(32, 3, strides=8, padding="valid")(latent)  # 1x1 -> 8x8
     y = layers.LeakyReLU(negative_slope=LEAKY_SLOPE)(y)
     for row in decoder_rows:
         y = _leaky_conv(y, *row, transpose=True)

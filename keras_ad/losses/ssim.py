@@ -16,6 +16,8 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from keras_ad.image_ops import separable_apply
+
 FILTER_SIZE = 11
 FILTER_SIGMA = 1.5
 K1, K2 = 0.01, 0.03
@@ -59,22 +61,8 @@ def gaussian_blur(images, sigma: float, size: int | None = None, padding: str = 
     """Gaussian blur of [N, H, W, C] images by two banded MatMuls (W axis, then H axis)."""
     size = size or 2 * int(round(3 * sigma)) + 1
     h, w = images.shape[1], images.shape[2]
-    x = tf.transpose(images, [0, 3, 1, 2])  # N, C, H, W
-    x = _blur_last_axis(x, blur_matrix(w, size, sigma, padding))  # N, C, H, W'
-    x = _blur_last_axis(tf.transpose(x, [0, 1, 3, 2]), blur_matrix(h, size, sigma, padding))  # N, C, W', H'
-    return tf.transpose(x, [0, 3, 2, 1])  # N, H', W', C
-
-
-def _blur_last_axis(x, matrix):
-    """x [..., n] -> [..., n'] as one plain 2-D MatMul.
-
-    A broadcasting batched MatMul would be shorter, but oneDNN in TF 2.21 segfaults on it for some
-    batch sizes (seen with [N, 1, 64, 64] and N = 10), and a 2-D MatMul maps 1:1 to TFLite and ONNX.
-    """
-    n_out, n_in = matrix.shape
-    shape = tf.shape(x)
-    flat = tf.matmul(tf.reshape(x, [-1, n_in]), tf.constant(matrix), transpose_b=True)
-    return tf.reshape(flat, tf.concat([shape[:-1], [n_out]], axis=0))
+    return separable_apply(images, tf.constant(blur_matrix(h, size, sigma, padding)),
+                           tf.constant(blur_matrix(w, size, sigma, padding)))
 
 
 def _ssim_components(x, y, max_val, padding, filter_size, filter_sigma):

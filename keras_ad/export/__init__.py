@@ -1,0 +1,12 @@
+"""Exports of the scoring graph: SavedModel, TFLite and ONNX, each verified against the Keras scorer.
+
+`keras_ad.export.device` is the TF-free side (numpy + LiteRT or ONNX Runtime); this package's
+`__init__` imports nothing heavy so that the device module can be used without TensorFlow.
+"""
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
+
+
+class ExportError(Exception):
+    """A scoring graph that cannot go to a format, or an artefact that fails its parity check."""

@@ -1,0 +1,176 @@
+"""`keras-ad export`: write, verify and describe every requested artefact of one run in one folder.
+
+The folder is assembled in a temporary sibling and renamed into place at the end, so a failed
+export leaves nothing behind and an existing export is only replaced with `overwrite`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+import keras_ad
+from keras_ad import calibration
+from keras_ad.errors import UsageError
+from keras_ad.export import FORMATS, QUANTIZE_MODES, ExportError, device, parity, savedmodel
+from keras_ad.runs import REPORT, Run, write_json
+
+SAVEDMODEL_DIR = "saved_model"
+DEVICE_SCRIPT = "keras_ad_device.py"
+N_PARITY_IMAGES = 8
+N_INT8_CALIBRATION_IMAGES = 100
+
+
+def tflite_name(quantize: str) -> str:
+    return f"model_{'fp32' if quantize == 'none' else quantize}.tflite"
+
+
+def export_run(run_dir, formats=FORMATS, quantize=("none",), out_dir=None, overwrite=False) -> dict:
+    """Export run `run_dir` to `out_dir` (default exports/<run name>); returns export_report.json's content."""
+    formats, quantize = _check_choices(formats, FORMATS, "--format"), _check_choices(quantize, QUANTIZE_MODES, "--quantize")
+    run = Run.open(run_dir)
+    out_dir = os.path.abspath(out_dir or os.path.join("exports", run.name))
+    if os.path.exists(out_dir) and not overwrite:
+        raise UsageError(f"{out_dir}: exists; pass --overwrite to replace it or choose --out")
+    scorer = keras_ad.load(run.path)
+    if not scorer.calibration:
+        raise UsageError(f"{run.path}: not calibrated; run keras-ad calibrate --run {run_dir} first "
+                         f"(the export carries the threshold)")
+    _log("loading validation and test images for the parity check ...")
+    data = parity.load_parity_set(scorer.cfg)
+    if not data.images:
+        raise UsageError(f"{run.path}: no validation or test images found at {scorer.cfg.data.root}")
+
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}-", dir=os.path.dirname(out_dir))
+    os.chmod(work, 0o755)  # mkdtemp makes it private; the export is meant to be copied and shared
+    try:
+        report = _build(scorer, run, data, formats, quantize, work)
+        _replace(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    report["folder"] = out_dir
+    return report
+
+
+def _check_choices(values, allowed, option):
+    values = tuple(dict.fromkeys(values))
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        raise UsageError(f"{option}: {', '.join(unknown) or 'nothing'} given; choose from {', '.join(allowed)}")
+    return values
+
+
+def _log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def _build(scorer, run, data, formats, quantize, work) -> dict:
+    saved_model = os.path.join(work, SAVEDMODEL_DIR)
+    _log("writing SavedModel ...")
+    savedmodel.write(scorer, saved_model)
+    artefacts = {}  # file name -> {"format", "quantize"}
+    if "savedmodel" in formats:
+        artefacts[SAVEDMODEL_DIR] = {"format": "savedmodel", "quantize": "none"}
+    if "tflite" in formats:
+        from keras_ad.export import tflite
+
+        n_val = min(data.n_validation, N_INT8_CALIBRATION_IMAGES)
+        good = [image[None] for image in data.images[:n_val]]
+        for mode in quantize:
+            _log(f"converting to TFLite ({mode}) ...")
+            model = tflite.convert(saved_model, mode, good, scorer.threshold)
+            with open(os.path.join(work, tflite_name(mode)), "wb") as f:
+                f.write(model)
+            artefacts[tflite_name(mode)] = {"format": "tflite", "quantize": mode}
+    if "onnx" in formats:
+        from keras_ad.export import onnx
+
+        _log("converting to ONNX ...")
+        with open(os.path.join(work, "model.onnx"), "wb") as f:
+            f.write(onnx.convert(scorer))
+        artefacts["model.onnx"] = {"format": "onnx", "quantize": "none"}
+
+    metadata = _metadata(scorer, run, artefacts)
+    write_json(os.path.join(work, "metadata.json"), metadata)  # the device scorer reads it during the check
+
+    _log(f"checking parity on {len(data.images)} images ...")
+    reference = parity.score_all(lambda x: scorer(x), data.images)
+    reference_summary = parity.summary(data, reference)
+    rows = {}
+    for name, info in artefacts.items():
+        path = os.path.join(work, name)
+        runner = savedmodel.ExportedScorer(path) if info["format"] == "savedmodel" else device.DeviceScorer(path)
+        out = parity.score_all(lambda x: runner(x), data.images)
+        quantized = info["quantize"] != "none"
+        if quantized:  # its maps moved: its own threshold, from the same good validation images (§3.e)
+            threshold = calibration.calibrate(out["anomaly_map"][:data.n_validation],
+                                              scorer.calibration["min_area"])["pixel_threshold"]
+            metadata["artefacts"][name]["pixel_threshold"] = threshold
+            out = parity.score_all(lambda x: runner(x, threshold), data.images)
+        rows[name] = {**info, **parity.compare(reference, reference_summary, out, data, quantized)}
+        metadata["artefacts"][name]["tolerance"] = rows[name]["tolerance"]
+    if "savedmodel" not in formats:
+        shutil.rmtree(saved_model)
+
+    sample = data.images[data.test_slice] or data.images
+    sample = [im for im in sample if im.shape == sample[0].shape][:N_PARITY_IMAGES]
+    expected = parity.score_all(lambda x: scorer(x), sample)
+    np.savez_compressed(os.path.join(work, device.PARITY_FILE), images=np.stack(sample),
+                        **{k: expected[k] for k in ("score", "anomaly_map", "is_anomalous", "defect_area")})
+    for name in metadata["artefacts"]:
+        path = os.path.join(work, name)
+        if os.path.isfile(path):
+            metadata["artefacts"][name]["sha256"] = device.sha256(path)
+    write_json(os.path.join(work, "metadata.json"), metadata)
+    shutil.copyfile(device.__file__, os.path.join(work, DEVICE_SCRIPT))
+
+    report = {"run": run.name, "reference": {"runtime": "keras", **reference_summary},
+              "n_images": len(data.images), "n_validation": data.n_validation,
+              "tolerances": {"float_max_abs_diff": parity.FLOAT_TOLERANCE,
+                             "quantized_auroc_drop": parity.AUROC_DROP_TOLERANCE},
+              "artefacts": rows, "passed": all(r["passed"] for r in rows.values())}
+    write_json(os.path.join(work, "export_report.json"), report)
+    print(parity.table(rows, reference_summary), flush=True)
+    return report
+
+
+def _metadata(scorer, run, artefacts) -> dict:
+    cfg = scorer.cfg
+    report = run.read_json(REPORT) or {}
+    return {
+        "keras_ad_version": keras_ad.__version__,
+        "run": run.name,
+        "detector": cfg.detector.name,
+        "input": {"name": "images", "shape": [None, None, None, cfg.data.channels], "dtype": "uint8",
+                  "channels": cfg.data.channels, "channel_order": "RGB" if cfg.data.channels == 3 else "grey",
+                  "layout": "NHWC", "value_range": [0, 255],
+                  "preprocessing": f"x / 255, resized in the graph to {cfg.data.image_size}x{cfg.data.image_size} "
+                                   f"({cfg.data.resize}, antialiased as tf.image.resize)"},
+        "image_size": cfg.data.image_size,
+        "outputs": {"score": "float32 [N] raw image score (larger = more anomalous)",
+                    "anomaly_map": f"float32 [N, {cfg.data.image_size}, {cfg.data.image_size}]",
+                    "is_anomalous": "bool [N]: a region of anomaly_map > threshold has at least min_area pixels",
+                    "defect_area": "int32 [N]: pixels in such regions"},
+        "signatures": {"serving_default": ["images"], "score_with_threshold": ["images", "threshold"]},
+        "postprocess": cfg.to_dict()["postprocess"],
+        "decision": {"pixel_threshold": scorer.threshold, "min_area": int(scorer.calibration["min_area"])},
+        "metrics": {k: report.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")},
+        "artefacts": {name: dict(info) for name, info in artefacts.items()},
+    }
+
+
+def _replace(work, out_dir):
+    """Move the finished folder into place; an existing one is removed only after the move succeeded."""
+    old = None
+    if os.path.exists(out_dir):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}-old-", dir=os.path.dirname(out_dir))
+        os.replace(out_dir, os.path.join(old, "previous"))
+    os.replace(work, out_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,57 @@
+"""ONNX conversion with tf2onnx, checked by loading the result in ONNX Runtime.
+
+tf2onnx logs unsupported ops and still writes a file (stack.md §4c), so its error log is collected
+and the model is checked with onnx.checker and an onnxruntime session before anything is written.
+The threshold input gets the calibrated value as a default (an ONNX initializer of the same name),
+so a caller may leave it out.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from keras_ad.export import ExportError
+from keras_ad.export.savedmodel import input_signature
+
+OPSET = 17  # the opset verified with tf2onnx 1.17 and onnxruntime 1.32 (stack.md §4c); TensorRT 8.6+ reads it
+
+
+class _ErrorLog(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def convert(scorer) -> bytes:
+    """The uint8 scoring graph with a `threshold` input (default: the calibrated one) as ONNX bytes."""
+    import onnx
+    import onnxruntime
+    import tf2onnx
+
+    signature = input_signature(scorer, tf.uint8, with_threshold=True)
+    function = tf.function(scorer.graph, input_signature=signature)
+    log, tf2onnx_logger = _ErrorLog(), logging.getLogger("tf2onnx")
+    tf2onnx_logger.addHandler(log)
+    try:
+        model, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET)
+    except Exception as e:
+        raise ExportError(f"onnx: tf2onnx cannot convert the scoring graph: {' '.join(str(e).split())[:400]}") from None
+    finally:
+        tf2onnx_logger.removeHandler(log)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.float32(scorer.threshold), "threshold"))
+    data = model.SerializeToString()
+    try:
+        onnx.checker.check_model(model)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        reason = "; ".join(log.messages[:3]) or " ".join(str(e).split())[:400]
+        raise ExportError(f"onnx: the converted scoring graph is not valid ONNX ({reason})") from None
+    return data

@@ -1,0 +1,118 @@
+"""Parity of exported artefacts with the Keras scorer, on the run's own validation and test images.
+
+Each artefact runs in its own runtime (TensorFlow for SavedModel, LiteRT for .tflite, ONNX Runtime
+for .onnx, through the same `DeviceScorer` a device uses) on the raw uint8 files, and is compared
+with the Keras scorer on the same arrays.
+
+Tolerances: float artefacts must match to FLOAT_TOLERANCE (max abs difference of `score` and
+`anomaly_map`); quantised ones must keep the image and pixel AUROC within AUROC_DROP_TOLERANCE of
+the Keras model's (their differences are reported, not bounded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_ad import metrics
+from keras_ad.data import layouts, pipeline
+from keras_ad.data.images import read_image, read_many
+
+FLOAT_TOLERANCE = 1e-4
+AUROC_DROP_TOLERANCE = 0.01
+BATCH_SIZE = 8
+
+
+@dataclass
+class ParitySet:
+    """Raw uint8 images (any sizes) with test labels and masks at the model's size."""
+
+    images: list  # uint8 [H, W, C] arrays, validation first, then test
+    n_validation: int
+    labels: np.ndarray  # test labels
+    masks: np.ndarray  # test masks [N, S, S]
+    has_mask: np.ndarray
+
+    @property
+    def test_slice(self):
+        return slice(self.n_validation, len(self.images))
+
+
+def load_parity_set(cfg, max_validation: int = 1000) -> ParitySet:
+    files = layouts.discover(cfg.data, seed=cfg.train.seed)
+    read = lambda p: read_image(p, cfg.data.channels)  # noqa: E731
+    val, _ = read_many(files.val[:max_validation], read, cfg.data.skip_unreadable)
+    test, kept = read_many([s.path for s in files.test], read, cfg.data.skip_unreadable)
+    samples = [files.test[i] for i in kept]
+    masks = pipeline.load_masks(samples, [t.shape[:2] for t in test], cfg.data.image_size)
+    return ParitySet(val + test, len(val), np.array([s.label for s in samples], np.int32), masks,
+                     np.array([s.label == 0 or s.mask_path is not None for s in samples]))
+
+
+def score_all(score_fn, images) -> dict:
+    """Run `score_fn(uint8 [n, H, W, C]) -> dict` over images of mixed sizes in batches; numpy, input order."""
+    out = {}
+    by_shape = {}
+    for i, image in enumerate(images):
+        by_shape.setdefault(image.shape, []).append(i)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), BATCH_SIZE):
+            part = indices[start:start + BATCH_SIZE]
+            result = score_fn(np.stack([images[i] for i in part]))
+            for name, value in result.items():
+                value = np.asarray(value)
+                if name not in out:
+                    out[name] = np.zeros((len(images), *value.shape[1:]), value.dtype)
+                out[name][part] = value
+    return out
+
+
+AUROCS = ("image_auroc", "pixel_auroc")
+
+
+def summary(data: ParitySet, out: dict) -> dict:
+    """Image and pixel AUROC and the calibrated decision's TPR/TNR on the test images."""
+    test, keep = data.test_slice, data.has_mask
+    return {"image_auroc": metrics.image_auroc(data.labels, out["score"][test]),
+            "pixel_auroc": metrics.pixel_auroc(data.masks[keep], out["anomaly_map"][test][keep]),
+            "decision_rates": metrics.decision_rates(data.labels, out["is_anomalous"][test])}
+
+
+def compare(reference: dict, reference_summary: dict, out: dict, data: ParitySet, quantized: bool) -> dict:
+    """One artefact's row of export_report.json; `passed` and, if not, which outputs drifted."""
+    row = {name: float(np.max(np.abs(out[name].astype(np.float64) - reference[name]), initial=0.0))
+           for name in ("score", "anomaly_map")}
+    row = {"max_abs_diff": row,
+           "decision_agreement": float(np.mean(out["is_anomalous"] == reference["is_anomalous"])),
+           **summary(data, out)}
+    drops = {k: reference_summary[k] - row[k] for k in AUROCS}
+    row["auroc_drop"] = drops
+    if quantized:
+        drifted = [k for k, d in drops.items() if d > AUROC_DROP_TOLERANCE]
+        row["tolerance"] = {"auroc_drop": AUROC_DROP_TOLERANCE,
+                            # a device reproduces the host runtime when it is this close to Keras
+                            "max_abs_diff": 2.0 * max(row["max_abs_diff"].values()) + FLOAT_TOLERANCE}
+    else:
+        drifted = [k for k, d in row["max_abs_diff"].items() if not d <= FLOAT_TOLERANCE]
+        row["tolerance"] = {"max_abs_diff": FLOAT_TOLERANCE}
+    row["passed"], row["drifted"] = not drifted, drifted
+    return row
+
+
+def _rates(row) -> str:
+    rates = row.get("decision_rates")
+    return f"{rates['tpr']:.2f}/{rates['tnr']:.2f}" if rates else ""
+
+
+def table(rows: dict, reference_summary: dict) -> str:
+    """The report as a fixed-width table for the terminal."""
+    lines = [f"{'artefact':28s} {'max|Δscore|':>12s} {'max|Δmap|':>12s} {'image AUROC':>12s} "
+             f"{'pixel AUROC':>12s} {'TPR/TNR':>11s} {'same call':>9s}  result",
+             f"{'keras (reference)':28s} {'':>12s} {'':>12s} {reference_summary['image_auroc']:12.4f} "
+             f"{reference_summary['pixel_auroc']:12.4f} {_rates(reference_summary):>11s}"]
+    for name, r in rows.items():
+        result = "ok" if r["passed"] else f"FAILED: {', '.join(r['drifted'])} drifted"
+        lines.append(f"{name:28s} {r['max_abs_diff']['score']:12.3g} {r['max_abs_diff']['anomaly_map']:12.3g} "
+                     f"{r['image_auroc']:12.4f} {r['pixel_auroc']:12.4f} {_rates(r):>11s} {r['decision_agreement']:9.1%}  {result}")
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""SavedModel with named signatures, written through keras.export.ExportArchive.
+
+The archive tracks the Keras detector itself, which keeps the TFLite conversion of this SavedModel
+correct (a Keras 3 model inside a plain tf.Module converts to a .tflite that outputs NaN, stack.md §4).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+# endpoint name -> (input dtype, takes a threshold input)
+ENDPOINTS = {
+    "serving_default": (tf.uint8, False),
+    "score_with_threshold": (tf.uint8, True),
+    "score_float": (tf.float32, False),
+    "score_float_with_threshold": (tf.float32, True),
+}
+DEVICE_SIGNATURES = ("serving_default", "score_with_threshold")  # what TFLite and ONNX carry
+
+
+def input_signature(scorer, dtype, with_threshold: bool):
+    images = tf.TensorSpec([None, None, None, scorer.channels], dtype, name="images")
+    return [images, tf.TensorSpec([], tf.float32, name="threshold")] if with_threshold else [images]
+
+
+def write(scorer, path: str):
+    """Write the calibrated scoring graph with the endpoints of ENDPOINTS (uint8 0..255 or float 0..1 input)."""
+    archive = keras.export.ExportArchive()
+    archive.track(scorer.detector)
+    for name, (dtype, with_threshold) in ENDPOINTS.items():
+        fn = scorer.graph if with_threshold else (lambda images: scorer.graph(images))
+        archive.add_endpoint(name, fn, input_signature=input_signature(scorer, dtype, with_threshold))
+    archive.write_out(path, verbose=False)
+
+
+class ExportedScorer:
+    """A SavedModel written by `write`, loaded back: the same call as `keras_ad.scoring.Scorer`."""
+
+    def __init__(self, path: str, metadata: dict | None = None):
+        self.path, self.metadata = path, metadata
+        self._module = tf.saved_model.load(path)
+
+    def __call__(self, images, threshold=None) -> dict:
+        images = tf.convert_to_tensor(images)
+        uint8 = images.dtype == tf.uint8
+        if not uint8:
+            images = tf.cast(images, tf.float32)
+        if threshold is None:
+            return (self._module.serving_default if uint8 else self._module.score_float)(images)
+        threshold = tf.convert_to_tensor(threshold, tf.float32)
+        return (self._module.score_with_threshold if uint8 else self._module.score_float_with_threshold)(
+            images, threshold)

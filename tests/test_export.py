@@ -1,0 +1,198 @@
+"""Exports of every registered detector: SavedModel, TFLite and ONNX against the Keras scorer.
+
+Each detector's tiny run is recalibrated with a minimum defect area > 1 first, so the exported
+graphs carry the connected-component loop of the decision rule.
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+import keras_ad
+from keras_ad.cli import main
+from keras_ad.detectors import REGISTRY
+from keras_ad.export import device, parity
+
+MIN_AREA = 3
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module", params=sorted(REGISTRY))
+def exported(request, train_tiny, tmp_path_factory):
+    """(run folder, export folder, export report) of one detector: every format, float."""
+    folder = tmp_path_factory.mktemp(f"export-{request.param}")
+    run = folder / "run"
+    shutil.copytree(train_tiny(request.param), run)
+    assert invoke("calibrate", "--run", run, "--min-area", MIN_AREA).exit_code == 0
+    out = folder / "export"
+    result = invoke("export", "--run", run, "--format", "savedmodel,tflite,onnx", "--out", out)
+    assert result.exit_code == 0, result.output
+    return run, out, json.loads((out / "export_report.json").read_text())
+
+
+def test_float_artefacts_match_keras_within_tolerance(exported):
+    _, out, report = exported
+    rows = report["artefacts"]
+    assert set(rows) == {"saved_model", "model_fp32.tflite", "model.onnx"}
+    for name in rows:
+        assert rows[name]["passed"], rows[name]
+        assert max(rows[name]["max_abs_diff"].values()) <= parity.FLOAT_TOLERANCE
+        assert rows[name]["decision_agreement"] == 1.0
+        assert rows[name]["image_auroc"] == pytest.approx(report["reference"]["image_auroc"], abs=1e-6)
+
+
+def test_metadata_describes_the_artefacts(exported):
+    run, out, _ = exported
+    metadata = json.loads((out / "metadata.json").read_text())
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert metadata["decision"] == {"pixel_threshold": calibration["pixel_threshold"], "min_area": MIN_AREA}
+    assert metadata["input"]["dtype"] == "uint8" and metadata["input"]["channels"] == 3
+    assert metadata["keras_ad_version"] == keras_ad.__version__
+    for name in ("model_fp32.tflite", "model.onnx"):
+        assert metadata["artefacts"][name]["sha256"] == device.sha256(str(out / name))
+
+
+def test_int8_quantises_the_network_and_keeps_the_post_processing_in_float(exported, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    run, _, _ = exported
+    result = invoke("export", "--run", run, "--format", "tflite", "--quantize", "int8", "--out", tmp_path / "q")
+    row = json.loads((tmp_path / "q" / "export_report.json").read_text())["artefacts"]["model_int8.tflite"]
+    # The tiny 2-epoch model may lose more AUROC than allowed: the exit code must say so either way.
+    assert result.exit_code == (0 if row["passed"] else 1), result.output
+    assert row["tolerance"]["auroc_drop"] == parity.AUROC_DROP_TOLERANCE
+    interpreter = Interpreter(model_path=str(tmp_path / "q" / "model_int8.tflite"))
+    tensors = interpreter.get_tensor_details()
+    ops = {(op["op_name"], np.dtype(tensors[op["outputs"][0]]["dtype"]).name) for op in interpreter._get_ops_details()}
+    assert ("CONV_2D", "int8") in ops
+    assert all(dtype != "int8" for name, dtype in ops if name in ("TOPK_V2", "MAX_POOL_2D", "SQUARED_DIFFERENCE"))
+
+
+def _device_command(script, *args):
+    """Run the device scorer with tensorflow, keras and keras_ad imports made impossible."""
+    bootstrap = textwrap.dedent(f"""
+        import runpy, sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tensorflow", "keras", "keras_ad", "tf2onnx"):
+                    raise ImportError("blocked on the device: " + name)
+        sys.meta_path.insert(0, Block())
+        sys.argv = {[str(script), *map(str, args)]!r}
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    """)
+    return subprocess.run([sys.executable, "-c", bootstrap], capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(str(script)))
+
+
+@pytest.mark.parametrize("model", ["model_fp32.tflite", "model.onnx"])
+def test_device_scorer_without_tensorflow_matches_keras_ad_score(exported, tiny_data, tmp_path, model):
+    run, out, _ = exported
+    folder = tiny_data / "test" / "stain"
+    host = invoke("score", "--run", run, folder, "--out", tmp_path / "host", "--no-overlays")
+    assert host.exit_code == 0, host.output
+    proc = _device_command(out / "keras_ad_device.py", "--model", out / model, folder, "--format", "csv",
+                           "--out", tmp_path / "device.csv")
+    assert proc.returncode == 0, proc.stderr
+    host_rows = list(csv.DictReader(open(tmp_path / "host" / "scores.csv")))
+    device_rows = list(csv.DictReader(open(tmp_path / "device.csv")))
+    assert [r["path"] for r in device_rows] == [r["path"] for r in host_rows]
+    np.testing.assert_allclose([float(r["score"]) for r in device_rows], [float(r["score"]) for r in host_rows],
+                               atol=parity.FLOAT_TOLERANCE)
+    for key in ("is_anomalous", "defect_area"):
+        assert [r[key] for r in device_rows] == [r[key] for r in host_rows]
+
+    check = _device_command(out / "keras_ad_device.py", "--model", out / model, "--check")
+    assert check.returncode == 0 and "parity: ok" in check.stdout, check.stdout + check.stderr
+
+
+def test_device_scorer_bad_input_is_one_line(exported, tmp_path):
+    _, out, _ = exported
+    proc = _device_command(out / "keras_ad_device.py", "--model", out / "model.onnx", tmp_path / "missing.png")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.png'}: no such file or folder"]
+
+
+def test_saved_model_loads_without_keras_ad(exported, tmp_path):
+    run, out, _ = exported
+    images = np.random.default_rng(0).integers(0, 256, (3, 50, 40, 3), dtype=np.uint8)
+    expected = keras_ad.load(run)(images, 0.05)
+    np.savez(tmp_path / "case.npz", images=images, **{k: v.numpy() for k, v in expected.items()})
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        import tensorflow as tf
+        case = np.load({str(tmp_path / 'case.npz')!r})
+        model = tf.saved_model.load({str(out / 'saved_model')!r})
+        out = model.signatures["score_with_threshold"](images=tf.constant(case["images"]), threshold=tf.constant(0.05))
+        for name in ("score", "anomaly_map"):
+            assert np.abs(out[name].numpy() - case[name]).max() <= 1e-4, name
+        assert (out["defect_area"].numpy() == case["defect_area"]).all()
+        default = model.signatures["serving_default"](images=tf.constant(case["images"]))
+        assert set(default) == {{"score", "anomaly_map", "is_anomalous", "defect_area"}}
+        assert not any(m.startswith("keras_ad") for m in sys.modules)
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("source", ["run", "export"])
+def test_loaded_scorer_works_eagerly_in_tf_function_and_tf_data(exported, source):
+    run, out, _ = exported
+    scorer = keras_ad.load(run if source == "run" else out)
+    images = np.random.default_rng(1).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    eager = scorer(images)
+    graph = tf.function(lambda x: scorer(x))(tf.constant(images))
+    mapped = next(iter(tf.data.Dataset.from_tensor_slices(images).batch(4).map(lambda x: scorer(x))))
+    floats = scorer(images.astype(np.float32) / 255.0)
+    for name in ("score", "anomaly_map", "defect_area"):
+        np.testing.assert_allclose(graph[name], eager[name], atol=1e-6)
+        np.testing.assert_allclose(mapped[name], eager[name], atol=1e-6)
+    np.testing.assert_allclose(floats["score"], eager["score"], atol=1e-5)
+    lowered = scorer(images, 0.0)  # every pixel above the threshold: every image is anomalous
+    assert lowered["is_anomalous"].numpy().all()
+
+
+def test_export_refuses_to_overwrite_and_bad_choices(exported, tmp_path):
+    run, out, _ = exported
+    before = (out / "metadata.json").read_bytes()
+    result = invoke("export", "--run", run, "--out", out)
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert (out / "metadata.json").read_bytes() == before
+    result = invoke("export", "--run", run, "--format", "tflite,coreml", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "coreml" in result.output and "choose from" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_unconvertible_graph_names_the_format_and_writes_nothing(trained_run, tmp_path, monkeypatch):
+    from keras_ad.detectors.cae import CAE
+
+    def ssim_from_tf_image(self, images):  # tf.image.ssim: ShapeN with a dynamic batch (stack.md §4b)
+        index_map = tf.image.ssim(images, self(images), 1.0, return_index_map=True)
+        return 1.0 - tf.pad(index_map, [[0, 0], [5, 5], [5, 5]])
+
+    monkeypatch.setattr(CAE, "anomaly_map", ssim_from_tf_image)
+    result = invoke("export", "--run", trained_run, "--format", "tflite", "--out", tmp_path / "x")
+    assert result.exit_code == 1
+    assert "error: tflite (none): the scoring graph does not convert to TFLite builtins: it needs" \
+        in result.output and "tf.ShapeN" in result.output
+    assert os.listdir(tmp_path) == []
+
+
+def test_parity_failure_exits_1_and_names_the_output(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(parity, "FLOAT_TOLERANCE", -1.0)
+    result = invoke("export", "--run", trained_run, "--format", "onnx", "--out", tmp_path / "x")
+    assert result.exit_code == 1
+    assert "model.onnx (score, anomaly_map)" in result.output
