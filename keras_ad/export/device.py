@@ -92,7 +92,8 @@ class DeviceScorer:
     `threshold` moves the pixel threshold on the map (default: the calibrated one in metadata.json).
     """
 
-    def __init__(self, model_path: str, metadata_path: str | None = None):
+    def __init__(self, model_path: str, metadata_path: str | None = None, num_threads: int | None = None,
+                 onnx_providers=("CPUExecutionProvider",)):
         self.model_path = model_path
         metadata_path = metadata_path or os.path.join(os.path.dirname(os.path.abspath(model_path)), "metadata.json")
         with open(metadata_path) as f:
@@ -104,7 +105,7 @@ class DeviceScorer:
         if model_path.endswith(".tflite"):
             from ai_edge_litert.interpreter import Interpreter
 
-            self._interpreter = Interpreter(model_path=model_path)
+            self._interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
             self._runner = self._interpreter.get_signature_runner("score_with_threshold")
             self._run = self._run_tflite
         elif model_path.endswith(".onnx"):
@@ -112,7 +113,8 @@ class DeviceScorer:
 
             options = onnxruntime.SessionOptions()
             options.log_severity_level = 3  # the optional threshold input is an initializer by design
-            self._session = onnxruntime.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+            options.intra_op_num_threads = num_threads or 0  # 0: the runtime's default
+            self._session = onnxruntime.InferenceSession(model_path, options, providers=list(onnx_providers))
             self._names = [o.name for o in self._session.get_outputs()]
             self._run = self._run_onnx
         else:
@@ -215,13 +217,17 @@ def main(argv=None) -> int:
     parser.add_argument("--camera", help="score frames of this OpenCV camera index or stream URL")
     parser.add_argument("--frames", type=int, default=0, help="with --camera: stop after N frames (0: never)")
     parser.add_argument("--check", action="store_true", help=f"compare with the Keras outputs in {PARITY_FILE}")
+    parser.add_argument("--threads", type=int, help="CPU threads for the runtime (default: its own choice)")
+    parser.add_argument("--onnx-providers", default="CPUExecutionProvider",
+                        help="comma-separated ONNX Runtime execution providers, e.g. "
+                             "TensorrtExecutionProvider,CUDAExecutionProvider on a Jetson")
     args = parser.parse_args(argv)
     try:
         if not os.path.isfile(args.model):
             raise ValueError(f"{args.model}: no such model file")
         if args.out and os.path.exists(args.out):
             raise ValueError(f"{args.out}: exists; choose another --out")
-        scorer = DeviceScorer(args.model, args.metadata)
+        scorer = DeviceScorer(args.model, args.metadata, args.threads, args.onnx_providers.split(","))
         if args.check:
             parity = os.path.join(os.path.dirname(os.path.abspath(args.model)), PARITY_FILE)
             drifted = check_parity(scorer, parity)

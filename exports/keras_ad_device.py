@@ -1,0 +1,1 @@
+../keras_ad/export/device.py
