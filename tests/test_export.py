@@ -48,7 +48,7 @@ def test_float_artefacts_match_keras_within_tolerance(exported):
     assert set(rows) == {"saved_model", "model_fp32.tflite", "model.onnx"}
     for name in rows:
         assert rows[name]["passed"], rows[name]
-        assert max(rows[name]["max_abs_diff"].values()) <= parity.FLOAT_TOLERANCE
+        assert rows[name]["max_abs_diff"]["score"] <= parity.FLOAT_ATOL
         assert rows[name]["decision_agreement"] == 1.0
         assert rows[name]["image_auroc"] == pytest.approx(report["reference"]["image_auroc"], abs=1e-6)
 
@@ -62,6 +62,7 @@ def test_metadata_describes_the_artefacts(exported):
     assert metadata["keras_ad_version"] == keras_ad.__version__
     for name in ("model_fp32.tflite", "model.onnx"):
         assert metadata["artefacts"][name]["sha256"] == device.sha256(str(out / name))
+    assert len(metadata["artefacts"]["saved_model"]["sha256"]) == 64
 
 
 def test_int8_quantises_the_network_and_keeps_the_post_processing_in_float(exported, tmp_path):
@@ -109,7 +110,7 @@ def test_device_scorer_without_tensorflow_matches_keras_ad_score(exported, tiny_
     device_rows = list(csv.DictReader(open(tmp_path / "device.csv")))
     assert [r["path"] for r in device_rows] == [r["path"] for r in host_rows]
     np.testing.assert_allclose([float(r["score"]) for r in device_rows], [float(r["score"]) for r in host_rows],
-                               atol=parity.FLOAT_TOLERANCE)
+                               atol=parity.FLOAT_ATOL)
     for key in ("is_anomalous", "defect_area"):
         assert [r[key] for r in device_rows] == [r[key] for r in host_rows]
 
@@ -148,21 +149,66 @@ def test_saved_model_loads_without_keras_ad(exported, tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("source", ["run", "export"])
-def test_loaded_scorer_works_eagerly_in_tf_function_and_tf_data(exported, source):
+@pytest.fixture(params=["run", "export"])
+def loaded(request, exported):
+    """(scorer from keras_ad.load, its eager outputs, the images): for the run folder and for the export."""
     run, out, _ = exported
-    scorer = keras_ad.load(run if source == "run" else out)
+    scorer = keras_ad.load(run if request.param == "run" else out)
     images = np.random.default_rng(1).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
-    eager = scorer(images)
-    graph = tf.function(lambda x: scorer(x))(tf.constant(images))
-    mapped = next(iter(tf.data.Dataset.from_tensor_slices(images).batch(4).map(lambda x: scorer(x))))
-    floats = scorer(images.astype(np.float32) / 255.0)
+    return scorer, scorer(images), images
+
+
+def _assert_same(outputs, expected):
     for name in ("score", "anomaly_map", "defect_area"):
-        np.testing.assert_allclose(graph[name], eager[name], atol=1e-6)
-        np.testing.assert_allclose(mapped[name], eager[name], atol=1e-6)
-    np.testing.assert_allclose(floats["score"], eager["score"], atol=1e-5)
-    lowered = scorer(images, 0.0)  # every pixel above the threshold: every image is anomalous
-    assert lowered["is_anomalous"].numpy().all()
+        np.testing.assert_allclose(outputs[name], expected[name], atol=1e-6)
+
+
+def test_loaded_scorer_works_eagerly(loaded):
+    scorer, eager, images = loaded
+    assert set(eager) == {"score", "anomaly_map", "is_anomalous", "defect_area"}
+    assert eager["anomaly_map"].shape == (4, 32, 32)
+    np.testing.assert_allclose(scorer(images.astype(np.float32) / 255.0)["score"], eager["score"], atol=1e-5)
+    assert scorer(images, 0.0)["is_anomalous"].numpy().all()  # every pixel above 0: every image anomalous
+
+
+def test_loaded_scorer_works_inside_tf_function(loaded):
+    scorer, eager, images = loaded
+    _assert_same(tf.function(lambda x: scorer(x))(tf.constant(images)), eager)
+
+
+def test_loaded_scorer_works_inside_tf_data_map(loaded):
+    scorer, eager, images = loaded
+    _assert_same(next(iter(tf.data.Dataset.from_tensor_slices(images).batch(4).map(lambda x: scorer(x)))), eager)
+
+
+def test_device_scorer_scores_camera_frames(exported, monkeypatch, capsys):
+    """A stand-in for OpenCV's VideoCapture: BGR frames in, one JSON line per frame out."""
+    import types
+
+    _, out, _ = exported
+    frames = np.random.default_rng(2).integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
+
+    class Capture:
+        def __init__(self, source):
+            self.left = list(frames)
+
+        def isOpened(self):
+            return True
+
+        def read(self):
+            return (True, self.left.pop(0)) if self.left else (False, None)
+
+        def release(self):
+            pass
+
+    cv2 = types.SimpleNamespace(VideoCapture=Capture, COLOR_BGR2RGB=4, COLOR_BGR2GRAY=6,
+                                cvtColor=lambda image, code: image[..., ::-1] if code == 4 else image[..., :1])
+    monkeypatch.setitem(sys.modules, "cv2", cv2)
+    assert device.main(["--model", str(out / "model_fp32.tflite"), "--camera", "0"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["frame"] for line in lines] == [0, 1, 2]
+    expected = device.DeviceScorer(str(out / "model_fp32.tflite"))(frames[..., ::-1])
+    np.testing.assert_allclose([line["score"] for line in lines], expected["score"], rtol=1e-6)
 
 
 def test_export_refuses_to_overwrite_and_bad_choices(exported, tmp_path):
@@ -192,7 +238,7 @@ def test_unconvertible_graph_names_the_format_and_writes_nothing(trained_run, tm
 
 
 def test_parity_failure_exits_1_and_names_the_output(trained_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(parity, "FLOAT_TOLERANCE", -1.0)
+    monkeypatch.setattr(parity, "FLOAT_ATOL", -1.0)
     result = invoke("export", "--run", trained_run, "--format", "onnx", "--out", tmp_path / "x")
     assert result.exit_code == 1
     assert "model.onnx (score, anomaly_map)" in result.output

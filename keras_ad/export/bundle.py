@@ -6,6 +6,7 @@ export leaves nothing behind and an existing export is only replaced with `overw
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -124,15 +125,13 @@ def _build(scorer, run, data, formats, quantize, work) -> dict:
     np.savez_compressed(os.path.join(work, device.PARITY_FILE), images=np.stack(sample),
                         **{k: expected[k] for k in ("score", "anomaly_map", "is_anomalous", "defect_area")})
     for name in metadata["artefacts"]:
-        path = os.path.join(work, name)
-        if os.path.isfile(path):
-            metadata["artefacts"][name]["sha256"] = device.sha256(path)
+        metadata["artefacts"][name]["sha256"] = _digest(os.path.join(work, name))
     write_json(os.path.join(work, "metadata.json"), metadata)
     shutil.copyfile(device.__file__, os.path.join(work, DEVICE_SCRIPT))
 
     report = {"run": run.name, "reference": {"runtime": "keras", **reference_summary},
               "n_images": len(data.images), "n_validation": data.n_validation,
-              "tolerances": {"float_max_abs_diff": parity.FLOAT_TOLERANCE,
+              "tolerances": {"float_atol": parity.FLOAT_ATOL, "float_map_rtol": parity.MAP_RTOL,
                              "quantized_auroc_drop": parity.AUROC_DROP_TOLERANCE},
               "artefacts": rows, "passed": all(r["passed"] for r in rows.values())}
     write_json(os.path.join(work, "export_report.json"), report)
@@ -163,6 +162,18 @@ def _metadata(scorer, run, artefacts) -> dict:
         "metrics": {k: report.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")},
         "artefacts": {name: dict(info) for name, info in artefacts.items()},
     }
+
+
+def _digest(path) -> str:
+    """SHA-256 of a file; for a folder (SavedModel), of its files' relative paths and digests in order."""
+    if os.path.isfile(path):
+        return device.sha256(path)
+    lines = []
+    for folder, _, names in sorted(os.walk(path)):
+        for name in sorted(names):
+            full = os.path.join(folder, name)
+            lines.append(f"{os.path.relpath(full, path)} {device.sha256(full)}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def _replace(work, out_dir):
