@@ -70,3 +70,15 @@ def test_resnet_variant_builds_and_outputs_unit_range():
     assert [(p.until_epoch, p.learning_rate) for p in phases] == [(6, 2e-4), (10, 1e-5)]  # §3.d
     model.enter_phase(0)
     assert not encoder.get_layer("inception_resnet_v2").trainable
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_wide_stride_transposed_conv_equals_keras_conv2d_transpose(size):
+    x = np.random.default_rng(0).normal(size=(2, size, size, 5)).astype("float32")
+    reference = keras.layers.Conv2DTranspose(4, 3, strides=8, padding="valid")
+    wide = cae.WideStrideConvTranspose(4, 3, strides=8, padding="valid")
+    reference(x), wide(x)
+    wide.set_weights([np.random.default_rng(1).normal(size=w.shape) for w in reference.get_weights()])
+    reference.set_weights(wide.get_weights())
+    assert wide(x).shape == (2, 8 * size, 8 * size, 4)
+    np.testing.assert_allclose(wide(x), reference(x), atol=1e-5)
