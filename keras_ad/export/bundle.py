@@ -7,12 +7,14 @@ export leaves nothing behind and an existing export is only replaced with `overw
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import sys
 import tempfile
 
 import numpy as np
+import tensorflow as tf
 
 import keras_ad
 from keras_ad import calibration
@@ -72,6 +74,9 @@ def _log(message):
 
 
 def _build(scorer, run, data, formats, quantize, work) -> dict:
+    # Every exporter traces Scorer.graph afresh (one trace per signature by design); TensorFlow
+    # would warn about "excessive retracing" for each.
+    tf.get_logger().setLevel(logging.ERROR)
     saved_model = os.path.join(work, SAVEDMODEL_DIR)
     _log("writing SavedModel ...")
     savedmodel.write(scorer, saved_model)
