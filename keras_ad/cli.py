@@ -190,11 +190,16 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays):
 @reports_usage_errors
 def export(run_dir, formats, quantize, out_dir, overwrite):
     """Export the scoring graph, check every artefact against the Keras model, write metadata.json."""
-    from keras_ad.export import ExportError, bundle
+    from keras_ad.export import FORMATS, QUANTIZE_MODES, ExportError, check_choices
 
     split = lambda text: tuple(v.strip() for v in text.split(",") if v.strip())  # noqa: E731
+    formats = check_choices(split(formats), FORMATS, "--format")  # before TensorFlow loads
+    quantize = check_choices(split(quantize), QUANTIZE_MODES, "--quantize")
+
+    from keras_ad.export import bundle
+
     try:
-        report = bundle.export_run(run_dir, split(formats), split(quantize), out_dir, overwrite)
+        report = bundle.export_run(run_dir, formats, quantize, out_dir, overwrite)
     except ExportError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

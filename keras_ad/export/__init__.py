@@ -10,3 +10,14 @@ QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
 
 class ExportError(Exception):
     """A scoring graph that cannot go to a format, or an artefact that fails its parity check."""
+
+
+def check_choices(values, allowed, option) -> tuple:
+    """`values` without repeats, or a UsageError naming the option and what it accepts."""
+    from keras_ad.errors import UsageError
+
+    values = tuple(dict.fromkeys(values))
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        raise UsageError(f"{option}: {', '.join(unknown) or 'nothing'} given; choose from {', '.join(allowed)}")
+    return values

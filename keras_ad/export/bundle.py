@@ -19,7 +19,7 @@ import tensorflow as tf
 import keras_ad
 from keras_ad import calibration
 from keras_ad.errors import UsageError
-from keras_ad.export import FORMATS, QUANTIZE_MODES, ExportError, device, parity, savedmodel
+from keras_ad.export import FORMATS, QUANTIZE_MODES, ExportError, check_choices, device, parity, savedmodel
 from keras_ad.runs import REPORT, Run, write_json
 
 SAVEDMODEL_DIR = "saved_model"
@@ -34,7 +34,7 @@ def tflite_name(quantize: str) -> str:
 
 def export_run(run_dir, formats=FORMATS, quantize=("none",), out_dir=None, overwrite=False) -> dict:
     """Export run `run_dir` to `out_dir` (default exports/<run name>); returns export_report.json's content."""
-    formats, quantize = _check_choices(formats, FORMATS, "--format"), _check_choices(quantize, QUANTIZE_MODES, "--quantize")
+    formats, quantize = check_choices(formats, FORMATS, "--format"), check_choices(quantize, QUANTIZE_MODES, "--quantize")
     run = Run.open(run_dir)
     out_dir = os.path.abspath(out_dir or os.path.join("exports", run.name))
     if os.path.exists(out_dir) and not overwrite:
@@ -51,22 +51,20 @@ def export_run(run_dir, formats=FORMATS, quantize=("none",), out_dir=None, overw
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}-", dir=os.path.dirname(out_dir))
     os.chmod(work, 0o755)  # mkdtemp makes it private; the export is meant to be copied and shared
+    # Every exporter traces Scorer.graph afresh (one trace per signature by design); TensorFlow
+    # would warn about "excessive retracing" for each.
+    log_level = tf.get_logger().level
+    tf.get_logger().setLevel(logging.ERROR)
     try:
         report = _build(scorer, run, data, formats, quantize, work)
         _replace(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    finally:
+        tf.get_logger().setLevel(log_level)
     report["folder"] = out_dir
     return report
-
-
-def _check_choices(values, allowed, option):
-    values = tuple(dict.fromkeys(values))
-    unknown = [v for v in values if v not in allowed]
-    if unknown or not values:
-        raise UsageError(f"{option}: {', '.join(unknown) or 'nothing'} given; choose from {', '.join(allowed)}")
-    return values
 
 
 def _log(message):
@@ -74,9 +72,6 @@ def _log(message):
 
 
 def _build(scorer, run, data, formats, quantize, work) -> dict:
-    # Every exporter traces Scorer.graph afresh (one trace per signature by design); TensorFlow
-    # would warn about "excessive retracing" for each.
-    tf.get_logger().setLevel(logging.ERROR)
     saved_model = os.path.join(work, SAVEDMODEL_DIR)
     _log("writing SavedModel ...")
     savedmodel.write(scorer, saved_model)
@@ -106,19 +101,19 @@ def _build(scorer, run, data, formats, quantize, work) -> dict:
     write_json(os.path.join(work, "metadata.json"), metadata)  # the device scorer reads it during the check
 
     _log(f"checking parity on {len(data.images)} images ...")
-    reference = parity.score_all(lambda x: scorer(x), data.images)
+    reference = device.score_in_batches(lambda x: scorer(x), data.images)
     reference_summary = parity.summary(data, reference)
     rows = {}
     for name, info in artefacts.items():
         path = os.path.join(work, name)
         runner = savedmodel.ExportedScorer(path) if info["format"] == "savedmodel" else device.DeviceScorer(path)
-        out = parity.score_all(lambda x: runner(x), data.images)
+        out = device.score_in_batches(lambda x: runner(x), data.images)
         quantized = info["quantize"] != "none"
         if quantized:  # its maps moved: its own threshold, from the same good validation images (§3.e)
             threshold = calibration.calibrate(out["anomaly_map"][:data.n_validation],
                                               scorer.calibration["min_area"])["pixel_threshold"]
             metadata["artefacts"][name]["pixel_threshold"] = threshold
-            out = parity.score_all(lambda x: runner(x, threshold), data.images)
+            out = device.score_in_batches(lambda x: runner(x, threshold), data.images)
         rows[name] = {**info, **parity.compare(reference, reference_summary, out, data, quantized)}
         metadata["artefacts"][name]["tolerance"] = rows[name]["tolerance"]
     if "savedmodel" not in formats:
@@ -126,7 +121,7 @@ def _build(scorer, run, data, formats, quantize, work) -> dict:
 
     sample = data.images[data.test_slice] or data.images
     sample = [im for im in sample if im.shape == sample[0].shape][:N_PARITY_IMAGES]
-    expected = parity.score_all(lambda x: scorer(x), sample)
+    expected = device.score_in_batches(lambda x: scorer(x), sample)
     np.savez_compressed(os.path.join(work, device.PARITY_FILE), images=np.stack(sample),
                         **{k: expected[k] for k in ("score", "anomaly_map", "is_anomalous", "defect_area")})
     for name in metadata["artefacts"]:

@@ -135,20 +135,30 @@ class DeviceScorer:
         out = self._run(images, t)
         return {k: np.asarray(out[k]) for k in OUTPUTS}
 
-    def score_files(self, paths, threshold=None, batch_size=8) -> dict:
-        """Score image files in batches of equal size; returns outputs in the order of `paths`."""
+    def score_files(self, paths, threshold=None) -> dict:
+        """Score image files (any mix of sizes); outputs in the order of `paths`."""
         images = [decode_image(p, self.channels) for p in paths]
-        results = [None] * len(images)
-        by_shape = {}
-        for i, image in enumerate(images):
-            by_shape.setdefault(image.shape, []).append(i)
-        for indices in by_shape.values():
-            for start in range(0, len(indices), batch_size):
-                part = indices[start:start + batch_size]
-                out = self(np.stack([images[i] for i in part]), threshold)
-                for k, i in enumerate(part):
-                    results[i] = {name: out[name][k] for name in OUTPUTS}
-        return {name: np.array([r[name] for r in results]) for name in OUTPUTS} if results else {}
+        return score_in_batches(lambda batch: self(batch, threshold), images)
+
+
+def score_in_batches(score_fn, images, batch_size: int = 8) -> dict:
+    """Run `score_fn(uint8 [n, H, W, C]) -> dict` over images of mixed sizes, batching equal sizes.
+
+    Returns numpy arrays in the order of `images`.
+    """
+    out = {}
+    by_shape = {}
+    for i, image in enumerate(images):
+        by_shape.setdefault(image.shape, []).append(i)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), batch_size):
+            part = indices[start:start + batch_size]
+            for name, value in score_fn(np.stack([images[i] for i in part])).items():
+                value = np.asarray(value)
+                if name not in out:
+                    out[name] = np.zeros((len(images), *value.shape[1:]), value.dtype)
+                out[name][part] = value
+    return out
 
 
 def rows(paths, out) -> list[dict]:

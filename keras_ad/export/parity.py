@@ -24,7 +24,6 @@ from keras_ad.export.device import within_tolerance
 FLOAT_ATOL = 1e-4
 MAP_RTOL = 1e-3
 AUROC_DROP_TOLERANCE = 0.01
-BATCH_SIZE = 8
 
 
 @dataclass
@@ -51,24 +50,6 @@ def load_parity_set(cfg, max_validation: int = 1000) -> ParitySet:
     masks = pipeline.load_masks(samples, [t.shape[:2] for t in test], cfg.data.image_size)
     return ParitySet(val + test, len(val), np.array([s.label for s in samples], np.int32), masks,
                      np.array([s.label == 0 or s.mask_path is not None for s in samples]))
-
-
-def score_all(score_fn, images) -> dict:
-    """Run `score_fn(uint8 [n, H, W, C]) -> dict` over images of mixed sizes in batches; numpy, input order."""
-    out = {}
-    by_shape = {}
-    for i, image in enumerate(images):
-        by_shape.setdefault(image.shape, []).append(i)
-    for indices in by_shape.values():
-        for start in range(0, len(indices), BATCH_SIZE):
-            part = indices[start:start + BATCH_SIZE]
-            result = score_fn(np.stack([images[i] for i in part]))
-            for name, value in result.items():
-                value = np.asarray(value)
-                if name not in out:
-                    out[name] = np.zeros((len(images), *value.shape[1:]), value.dtype)
-                out[name][part] = value
-    return out
 
 
 AUROCS = ("image_auroc", "pixel_auroc")
