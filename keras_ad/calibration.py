@@ -1,8 +1,9 @@
 """Threshold and minimum defect area from good validation images only (detectors.md §3.e, §3.f).
 
 An image is defective iff the anomaly map, binarised at `pixel_threshold` (map > t), has an 8-connected
-region of at least `min_area` pixels (applied in the scoring graph: `keras_ad.image_ops.defect_decision`). Calibration picks the smallest t at which no validation image has
-such a region: the MVTec AD protocol, on float maps instead of the repo's clipped uint8 residuals.
+region of at least `min_area` pixels (the scoring graph applies it: `keras_ad.image_ops.defect_decision`).
+Calibration picks the lowest t at which no validation image has such a region: the MVTec AD protocol,
+on float maps instead of the repo's clipped uint8 residuals.
 """
 
 from __future__ import annotations

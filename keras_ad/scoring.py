@@ -12,8 +12,6 @@ import tensorflow as tf
 from keras_ad import image_ops
 from keras_ad.losses.ssim import gaussian_blur
 
-OUTPUTS = ("score", "anomaly_map", "is_anomalous", "defect_area")
-
 
 def preprocess(images, image_size: int, channels: int, resize: str = "bilinear"):
     """Raw images [N, H, W, 1|3] (uint8 0..255, or float already in [0, 1]) -> float32 [N, S, S, C] in [0, 1].

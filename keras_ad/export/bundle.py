@@ -123,7 +123,7 @@ def _build(scorer, run, data, formats, quantize, work) -> dict:
     sample = [im for im in sample if im.shape == sample[0].shape][:N_PARITY_IMAGES]
     expected = device.score_in_batches(lambda x: scorer(x), sample)
     np.savez_compressed(os.path.join(work, device.PARITY_FILE), images=np.stack(sample),
-                        **{k: expected[k] for k in ("score", "anomaly_map", "is_anomalous", "defect_area")})
+                        **{k: expected[k] for k in device.OUTPUTS})
     for name in metadata["artefacts"]:
         metadata["artefacts"][name]["sha256"] = _digest(os.path.join(work, name))
     write_json(os.path.join(work, "metadata.json"), metadata)
