@@ -74,15 +74,18 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "skip_unreadable": Field(False, bool, doc="skip corrupt images with a warning instead of failing"),
     },
     "detector": {
-        "name": Field("cae", choices=("cae",)),
+        "name": Field("cae", choices=("cae", "ganomaly2d")),
     },
     "train": {
         "epochs": Field(AUTO, int, low=1, high=100000, allow=(AUTO,),
                         doc="auto = floor(augmented_images / training images), §3.d"),
         "augmented_images": Field(10000, int, low=1, doc="images seen per run for epochs: auto, §3.d"),
         "batch_size": Field(12, int, low=1, high=4096, doc="the repo README's example, §3.d"),
-        "learning_rate": Field(2e-4, float, low=0.0, high=1.0, doc="Adam, §3.d"),
-        "lr_decay": Field(1e-5, float, low=0.0, high=1.0, doc="Keras-2 inverse-time decay per step, §3.d"),
+        "learning_rate": Field(AUTO, float, low=0.0, high=1.0, allow=(AUTO,),
+                               doc="Adam; auto = the detector's paper: cae 2e-4 (§3.d), ganomaly2d 1e-4, "
+                                   "its 1d variant 2e-4 (§4)"),
+        "lr_decay": Field(AUTO, float, low=0.0, high=1.0, allow=(AUTO,),
+                          doc="Keras-2 inverse-time decay per step; auto = cae 1e-5 (§3.d), ganomaly2d 0"),
         "seed": Field(0, int, low=0),
         "strategy": Field(AUTO, choices=(AUTO, "default", "mirrored", "multiworker"),
                           doc="auto = mirrored when more than one GPU is visible"),
@@ -95,7 +98,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "postprocess": {
         "smoothing_sigma": Field(0.0, float, low=0.0, high=32.0, doc="Gaussian blur of the map, pixels"),
-        "reduction": Field("max", choices=("max", "topk_mean"), doc="map -> image score, §3.g"),
+        "reduction": Field(AUTO, choices=(AUTO, "max", "topk_mean", "mean"),
+                           doc="map -> image score; auto = cae max (§3.g), ganomaly2d mean (§4.2)"),
         "topk_percent": Field(1.0, float, low=0.01, high=100.0, doc="for topk_mean"),
     },
     "calibrate": {
@@ -117,7 +121,40 @@ DETECTOR_PARAMS: dict[str, dict[str, Field]] = {
         "mssim_scales": Field(5, int, low=1, high=5, doc="tf.image.ssim_multiscale default, §3.c"),
         "encoder_weights": Field("imagenet", doc="resnet only: imagenet | none | path to a .h5 file"),
     },
+    "ganomaly2d": {
+        "latent": Field("2d", choices=("2d", "1d"),
+                        doc="2d = GANomaly2D (spatial latent, map), 1d = GANomaly (vector latent, image score), §4"),
+        "filters": Field(AUTO, int, low=4, high=256, allow=(AUTO,),
+                         doc="first-layer width: auto = 64 (GANomaly2D --r 1; GANomaly ngf), §4"),
+        "latent_dim": Field(100, int, low=1, high=4096, doc="1d only: nz of GANomaly, §4.1"),
+        "w_adv": Field(AUTO, float, low=0.0, allow=(AUTO,), doc="auto = 1 (both variants), §4"),
+        "w_con": Field(AUTO, float, low=0.0, allow=(AUTO,), doc="auto = 10 (2d, summed L2) or 50 (1d, mean L1), §4"),
+        "w_enc": Field(AUTO, float, low=0.0, allow=(AUTO,), doc="auto = 10 (2d, summed L1) or 1 (1d, mean L2), §4"),
+    },
 }
+
+# What `auto` means per detector (and variant), from the papers; written into the run's config.
+PAPER_DEFAULTS = {
+    "cae": {"train.learning_rate": 2e-4, "train.lr_decay": 1e-5, "postprocess.reduction": "max"},
+    "ganomaly2d": {"train.learning_rate": 1e-4, "train.lr_decay": 0.0, "postprocess.reduction": "mean",
+                   "detector.filters": 64, "detector.w_adv": 1.0, "detector.w_con": 10.0, "detector.w_enc": 10.0},
+    "ganomaly": {"train.learning_rate": 2e-4, "train.lr_decay": 0.0, "postprocess.reduction": "mean",
+                 "detector.filters": 64, "detector.w_adv": 1.0, "detector.w_con": 50.0, "detector.w_enc": 1.0},
+}
+
+
+def _paper_defaults(values) -> dict:
+    det = values["detector"]
+    variant = "ganomaly" if det["name"] == "ganomaly2d" and det["latent"] == "1d" else det["name"]
+    return PAPER_DEFAULTS[variant]
+
+
+def _resolve_auto(values):
+    """Replace `auto` by the detector's paper value (train.epochs stays auto: it needs the data)."""
+    for dotted, value in _paper_defaults(values).items():
+        section, key = dotted.split(".")
+        if values[section][key] == AUTO:
+            values[section][key] = value
 
 
 class Section:
@@ -210,6 +247,7 @@ def validate(raw: dict, source: str = "<config>") -> Config:
             name = fields["name"].check(given.get("name", fields["name"].default), source, "detector.name")
             fields = {**fields, **DETECTOR_PARAMS[name]}
         values[section] = _check_section(section, given, fields, source)
+    _resolve_auto(values)
     _check_consistency(values, source)
     return Config(values, source)
 
@@ -226,6 +264,13 @@ def _check_consistency(values, source):
     data, det = values["data"], values["detector"]
     if data["root"] is None:
         raise ConfigError(source, "data.root", "is required: the data set folder (or synthetic:<category>)")
+    if det["name"] == "ganomaly2d":
+        if det["latent"] == "2d" and data["image_size"] % 16:
+            raise ConfigError(source, "data.image_size", f"ganomaly2d downsamples 4 times: needs a multiple of 16; "
+                                                         f"got {data['image_size']}")
+        if det["latent"] == "1d" and data["image_size"] & (data["image_size"] - 1):
+            raise ConfigError(source, "data.image_size", f"the 1d (GANomaly, DCGAN) variant needs a power of two; "
+                                                         f"got {data['image_size']}")
     if det["name"] == "cae":
         size = data["image_size"]
         if det["architecture"] == "resnet":

@@ -40,6 +40,8 @@ def postprocess(maps, smoothing_sigma: float = 0.0, reduction: str = "max", topk
     flat = tf.reshape(maps, [-1, n_pixels])
     if reduction == "max":
         scores = tf.reduce_max(flat, axis=1)
+    elif reduction == "mean":
+        scores = tf.reduce_mean(flat, axis=1)
     elif reduction == "topk_mean":
         k = max(1, int(round(n_pixels * topk_percent / 100.0)))
         scores = tf.reduce_mean(tf.math.top_k(flat, k=k).values, axis=1)

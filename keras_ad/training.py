@@ -29,12 +29,6 @@ def select_strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def make_optimizer(learning_rate, lr_decay):
-    """Adam with Keras-2 `decay` as inverse-time decay per step (detectors.md §0.1.6, §3.d)."""
-    schedule = keras.optimizers.schedules.InverseTimeDecay(learning_rate, decay_steps=1, decay_rate=lr_decay)
-    return keras.optimizers.Adam(schedule)
-
-
 def resolve_epochs(train_cfg, n_train):
     """§3.d: epochs = floor(augmented images / training images) unless given."""
     if train_cfg.epochs != "auto":
@@ -55,7 +49,7 @@ def save_checkpoint(run: Run, model, epoch: int, phase: int, keep: int):
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     model.save_weights(os.path.join(tmp, WEIGHTS))
-    np.savez(os.path.join(tmp, "optimizer.npz"), *[np.asarray(v) for v in model.optimizer.variables])
+    np.savez(os.path.join(tmp, "optimizer.npz"), *[np.asarray(v) for v in _optimizer_variables(model)])
     with open(os.path.join(tmp, "state.json"), "w") as f:
         json.dump({"epoch": epoch, "phase": phase}, f)
     shutil.rmtree(final, ignore_errors=True)
@@ -68,9 +62,13 @@ def restore_checkpoint(folder, model, restore_optimizer: bool):
     model.load_weights(os.path.join(folder, WEIGHTS))
     if restore_optimizer:
         values = np.load(os.path.join(folder, "optimizer.npz"))
-        for var, key in zip(model.optimizer.variables, sorted(values.files, key=lambda k: int(k.split("_")[1]))):
+        for var, key in zip(_optimizer_variables(model), sorted(values.files, key=lambda k: int(k.split("_")[1]))):
             var.assign(values[key])
     return read_state(folder)
+
+
+def _optimizer_variables(model):
+    return [v for optimizer in model.training_optimizers() for v in optimizer.variables]
 
 
 def read_state(folder) -> dict:
@@ -158,8 +156,7 @@ def train(cfg, run: Run, resume: bool = False):
             continue
         model.enter_phase(index)
         with strategy.scope():
-            model.compile(optimizer=make_optimizer(phase.learning_rate, phase.lr_decay))
-            model.optimizer.build(model.trainable_variables)
+            model.compile_phase(phase.learning_rate, phase.lr_decay)
         if checkpoint:  # weights always; optimizer moments only inside the phase they belong to
             restore_checkpoint(checkpoint, model, restore_optimizer=state["phase"] == index)
             checkpoint = None

@@ -17,6 +17,15 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
+@pytest.fixture(scope="session")
+def two_replicas():
+    """One MirroredStrategy over the two logical CPUs for the whole session: a second strategy in the
+    same process reuses collective instance keys, and synchronised batch norm then fails on shape."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(devices) == 2, "conftest configures two logical CPUs"
+    return tf.distribute.MirroredStrategy(devices)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def keras_ad_home(tmp_path_factory):
     """Keep the demo-data cache out of the user's home during tests."""
@@ -35,10 +44,12 @@ def tiny_data(tmp_path_factory):
     return out / "object"
 
 
-# Per registered detector: the settings of its tiny test model. Tests parametrised over the registry
-# fail for a detector missing here, so every new detector gets export and parity coverage.
+# The tiny test model of every registered detector and variant (the detector section of its config).
+# tests/test_export.py runs the export suite on each and fails when a registered detector is missing.
 TINY_DETECTORS = {
-    "cae": {"loss": "ssim", "residual": "l2"},
+    "cae": {"name": "cae", "loss": "ssim", "residual": "l2"},
+    "ganomaly2d": {"name": "ganomaly2d", "latent": "2d", "filters": 8},
+    "ganomaly": {"name": "ganomaly2d", "latent": "1d", "filters": 8},
 }
 
 
@@ -47,7 +58,7 @@ def tiny_config_dict(data_root, run_dir, detector_name="cae", **sections):
     cfg = {
         "run": {"dir": str(run_dir)},
         "data": {"layout": "folder", "root": str(data_root), "image_size": 32, "channels": 3},
-        "detector": {"name": detector_name, **TINY_DETECTORS[detector_name]},
+        "detector": dict(TINY_DETECTORS[detector_name]),
         "train": {"epochs": 2, "batch_size": 8, "sample_every": 1},
         "postprocess": {"reduction": "topk_mean"},
     }

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
+from conftest import TINY_DETECTORS
 
 import keras_ad
 from keras_ad.cli import main
@@ -29,7 +30,11 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module", params=sorted(REGISTRY))
+def test_every_registered_detector_has_a_tiny_test_model():
+    assert set(REGISTRY) <= {section["name"] for section in TINY_DETECTORS.values()}
+
+
+@pytest.fixture(scope="module", params=sorted(TINY_DETECTORS))
 def exported(request, train_tiny, tmp_path_factory):
     """(run folder, export folder, export report) of one detector: every format, float."""
     folder = tmp_path_factory.mktemp(f"export-{request.param}")

@@ -7,6 +7,7 @@ import importlib
 # name -> "module:factory"; the factory takes the validated Config. Add a detector here.
 REGISTRY = {
     "cae": "keras_ad.detectors.cae:from_config",
+    "ganomaly2d": "keras_ad.detectors.ganomaly2d:from_config",
 }
 
 

@@ -17,6 +17,15 @@ class TrainingPhase:
     name: str = "train"
 
 
+def adam(learning_rate, lr_decay, beta_1=0.9, epsilon=1e-7):
+    """Adam with Keras-2 `decay` as inverse-time decay per step (detectors.md §0.1.6, §3.d).
+
+    Ports of PyTorch code pass epsilon=1e-8 (PyTorch's default).
+    """
+    schedule = keras.optimizers.schedules.InverseTimeDecay(learning_rate, decay_steps=1, decay_rate=lr_decay)
+    return keras.optimizers.Adam(schedule, beta_1=beta_1, epsilon=epsilon)
+
+
 def images_of(data):
     """The image batch of what `fit`/`train_on_batch` pass to a step: a tensor, or (x, y, sample_weight)."""
     return data[0] if isinstance(data, (tuple, list)) else data
@@ -42,3 +51,13 @@ class Detector(keras.Model):
 
     def enter_phase(self, index: int):
         """Called before phase `index` is compiled (freeze or unfreeze layers here)."""
+
+    def compile_phase(self, learning_rate: float, lr_decay: float):
+        """Compile for one training phase and build every optimiser (inside the strategy's scope:
+        an optimiser built lazily in a replica context fails, stack.md §3)."""
+        self.compile(optimizer=adam(learning_rate, lr_decay))
+        self.optimizer.build(self.trainable_variables)
+
+    def training_optimizers(self) -> list:
+        """Every optimiser whose state a checkpoint must keep, in a fixed order."""
+        return [self.optimizer]
