@@ -72,3 +72,14 @@ def test_readme_documents_every_config_key():
     keys += [f"detector.{k}" for params in config.DETECTOR_PARAMS.values() for k in params]
     missing = [k for k in keys if f"`{k}`" not in readme]
     assert not missing, f"README's config reference lacks {missing}"
+
+
+def test_every_shipped_config_validates():
+    import glob
+    import os
+
+    paths = sorted(glob.glob(os.path.join(os.path.dirname(__file__), os.pardir, "configs", "*.yaml")))
+    assert len(paths) >= 17
+    for path in paths:
+        cfg = config.load(path)
+        assert "auto" not in (cfg.train.learning_rate, cfg.train.lr_decay, cfg.postprocess.reduction), path
