@@ -63,7 +63,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "dir": Field("runs/default", doc="run folder: config, checkpoints, logs, reports"),
     },
     "data": {
-        "layout": Field("mvtec", choices=("mvtec", "folder"), doc="folder layout, see README"),
+        "layout": Field("mvtec", choices=("mvtec", "folder", "normal_abnormal", "one_class"),
+                        doc="folder layout, see README 'Data layouts'"),
         "root": Field(None, allow=OPTIONAL, doc="data set folder, or synthetic:<category> for the built-in demo"),
         "category": Field(None, allow=OPTIONAL, doc="MVTec category sub-folder (mvtec layout)"),
         "image_size": Field(256, int, low=32, high=1024, doc="model input side; 256 in §3.a"),
@@ -71,6 +72,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "resize": Field("bilinear", choices=("bilinear", "area", "nearest"),
                         doc="antialiased bilinear by default (§3.i.6); nearest = the repo's Keras default"),
         "val_fraction": Field(0.1, float, low=0.0, high=0.9, doc="held-out good images, §3.a"),
+        "test_fraction": Field(0.2, float, low=0.0, high=0.9,
+                               doc="normal_abnormal / one_class: normal images held out for testing (GANomaly 20 %, §4.1)"),
+        "abnormal_class": Field(None, allow=OPTIONAL, doc="one_class: the class folder that is abnormal, §4.1"),
         "skip_unreadable": Field(False, bool, doc="skip corrupt images with a warning instead of failing"),
     },
     "detector": {
@@ -264,6 +268,9 @@ def _check_consistency(values, source):
     data, det = values["data"], values["detector"]
     if data["root"] is None:
         raise ConfigError(source, "data.root", "is required: the data set folder (or synthetic:<category>)")
+    if data["layout"] == "one_class" and not data["abnormal_class"]:
+        raise ConfigError(source, "data.abnormal_class", "the one_class layout needs the name of the class folder "
+                                                         "that is abnormal (all others are normal)")
     if det["name"] == "ganomaly2d":
         if det["latent"] == "2d" and data["image_size"] % 16:
             raise ConfigError(source, "data.image_size", f"ganomaly2d downsamples 4 times: needs a multiple of 16; "

@@ -118,3 +118,37 @@ def test_too_few_images_for_a_batch(tiny_data):
     cfg = _cfg(tiny_data)
     with pytest.raises(DataError, match="train.batch_size"):
         pipeline.training_dataset(np.zeros((3, 32, 32, 3), np.float32), cfg.train, batch_size=8)
+
+
+def _write_pngs(folder, n, value):
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(np.full((8, 8), value + i, np.uint8)).save(folder / f"{i:03d}.png")
+
+
+def test_normal_abnormal_layout_holds_out_normal_frames_for_testing(tmp_path):
+    _write_pngs(tmp_path / "scene" / "normal", 50, 0)
+    _write_pngs(tmp_path / "scene" / "abnormal", 7, 100)
+    cfg = _cfg(tmp_path / "scene", layout="normal_abnormal", test_fraction=0.2, val_fraction=0.1)
+    files = layouts.discover(cfg.data, seed=0)
+    test_normal = [s.path for s in files.test if not s.label]
+    assert len(test_normal) == 10 and sum(s.label for s in files.test) == 7
+    assert len(files.val) == 4 and len(files.train) == 36
+    assert not set(test_normal) & set(files.train + files.val)  # the three splits are disjoint
+    assert {s.defect for s in files.test if s.label} == {"abnormal"}
+    assert layouts.discover(cfg.data, seed=0).test == files.test  # seeded
+
+
+def test_one_class_layout_leaves_one_class_out(tmp_path):
+    for digit in range(3):
+        _write_pngs(tmp_path / "digits" / str(digit), 10, 10 * digit)
+    cfg = _cfg(tmp_path / "digits", layout="one_class", abnormal_class="1", test_fraction=0.2)
+    files = layouts.discover(cfg.data, seed=0)
+    train_classes = {os.path.basename(os.path.dirname(p)) for p in files.train + files.val}
+    assert train_classes == {"0", "2"}
+    assert sum(s.label for s in files.test) == 10 and {s.defect for s in files.test if s.label} == {"1"}
+    assert len([s for s in files.test if not s.label]) == 4
+    with pytest.raises(DataError, match="no class folder '7'"):
+        layouts.discover(_cfg(tmp_path / "digits", layout="one_class", abnormal_class="7").data)
+    with pytest.raises(config.ConfigError, match="data.abnormal_class"):
+        _cfg(tmp_path / "digits", layout="one_class")

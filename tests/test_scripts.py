@@ -44,3 +44,45 @@ def test_bench_export_times_every_runtime(trained_run, tmp_path, capsys):
                      "TFLite int8", "ONNX Runtime"]
     assert rows[0].split("|")[3].strip() == "1.0"  # the eager row is the reference of the ratios
     assert all(float(row.split("|")[2]) > 0 for row in rows)
+
+
+def _dataset_script():
+    spec = importlib.util.spec_from_file_location("export_keras_dataset", os.path.join(SCRIPTS, "export_keras_dataset.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mnist_and_cifar10_archives_become_one_class_folders(tmp_path):
+    import io
+    import pickle
+
+    import numpy as np
+
+    script = _dataset_script()
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mnist.npz", x_train=rng.integers(0, 255, (6, 28, 28), dtype=np.uint8),
+             y_train=np.array([0, 1, 1, 2, 3, 3]), x_test=rng.integers(0, 255, (2, 28, 28), dtype=np.uint8),
+             y_test=np.array([1, 9]))
+    assert script.main(["--dataset", "mnist", "--file", str(tmp_path / "mnist.npz"), "--out", str(tmp_path / "m")]) == 0
+    assert sorted(os.listdir(tmp_path / "m" / "1")) == ["test_00000.png", "train_00001.png", "train_00002.png"]
+    assert len(os.listdir(tmp_path / "m")) == 10
+
+    with tarfile.open(tmp_path / "cifar.tar.gz", "w:gz") as archive:
+        for name, labels in (("data_batch_1", [2, 0]), ("test_batch", [9])):
+            data = pickle.dumps({b"data": rng.integers(0, 255, (len(labels), 3072), dtype=np.uint8), b"labels": labels})
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    assert script.main(["--dataset", "cifar10", "--file", str(tmp_path / "cifar.tar.gz"), "--out", str(tmp_path / "c")]) == 0
+    assert os.listdir(tmp_path / "c" / "bird") == ["train_00000.png"]
+    assert os.listdir(tmp_path / "c" / "truck") == ["test_00000.png"]
+
+
+def test_dataset_script_offline_says_how_to_supply_the_file(tmp_path, capsys):
+    script = _dataset_script()
+    code = script.main(["--dataset", "mnist", "--out", str(tmp_path / "m"), "--url", "http://127.0.0.1:9/keras_ad_absent.npz"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "cannot download http://127.0.0.1:9/keras_ad_absent.npz" in err[0] and "--file" in err[0]
+    assert not (tmp_path / "m").exists()

@@ -1,9 +1,14 @@
 """Finding the files of a data set on disk: which images train, validate and test, and their masks.
 
-Two layouts (README, "Data layouts"):
+Four layouts (README, "Data layouts"):
 - `mvtec`:  <root>/<category>/{train/good, test/<defect|good>, ground_truth/<defect>/<stem>_mask.png};
             every defective test image must have a mask.
 - `folder`: <root>/{train/good, test/good, test/<anything else>}; masks optional, same naming as MVTec.
+- `normal_abnormal`: <root>/{normal, abnormal} (GANomaly2D's frames of one scene, §4.2).
+- `one_class`: <root>/<class>/ for every class, one of them `data.abnormal_class` (GANomaly's
+            leave-one-class-out protocol, §4.1).
+The last two have no test split: a seeded `data.test_fraction` of the normal images and every
+abnormal image form it; no masks.
 A root of the form `synthetic:<category>` generates the built-in demo data set (cached) first.
 """
 
@@ -60,6 +65,8 @@ def resolve_root(data_cfg) -> str:
 def discover(data_cfg, seed: int = 0, need_test: bool = True) -> DatasetFiles:
     """List the data set's files and split train/good into train and a seeded random validation part."""
     root = resolve_root(data_cfg)
+    if data_cfg.layout in ("normal_abnormal", "one_class"):
+        return _discover_unsplit(root, data_cfg, seed, need_test)
     good_dir = os.path.join(root, "train", GOOD)
     if not os.path.isdir(good_dir):
         raise DataError(f"{good_dir}: missing; a data set needs train/good with normal images "
@@ -69,6 +76,40 @@ def discover(data_cfg, seed: int = 0, need_test: bool = True) -> DatasetFiles:
         raise DataError(f"{good_dir}: no images (.png, .jpg, .bmp, .tif) found; put the normal training images here")
     train, val = split_validation(good, data_cfg.val_fraction, seed)
     test = _discover_test(root, data_cfg.layout) if need_test else []
+    return DatasetFiles(root=root, train=train, val=val, test=test)
+
+
+ABNORMAL = "abnormal"
+
+
+def _discover_unsplit(root, data_cfg, seed, need_test):
+    """normal_abnormal / one_class: normal images -> train, validation and test; abnormal -> test."""
+    if data_cfg.layout == "normal_abnormal":
+        normal_dirs, abnormal_dir = [os.path.join(root, "normal")], os.path.join(root, ABNORMAL)
+    else:
+        classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        if data_cfg.abnormal_class not in classes:
+            raise DataError(f"{root}: no class folder {data_cfg.abnormal_class!r} (data.abnormal_class); "
+                            f"found {', '.join(classes) or 'none'}")
+        normal_dirs = [os.path.join(root, c) for c in classes if c != data_cfg.abnormal_class]
+        abnormal_dir = os.path.join(root, data_cfg.abnormal_class)
+    for folder in normal_dirs + [abnormal_dir]:
+        if not os.path.isdir(folder):
+            raise DataError(f"{folder}: missing; the {data_cfg.layout} layout needs it (see README 'Data layouts')")
+    normal = [p for folder in normal_dirs for p in list_images(folder)]
+    if not normal:
+        raise DataError(f"{normal_dirs[0]}: no normal images (.png, .jpg, .bmp, .tif) found")
+    rest, test_normal = split_validation(normal, data_cfg.test_fraction, seed)
+    train, val = split_validation(rest, data_cfg.val_fraction, seed + 1)
+    test = []
+    if need_test:
+        abnormal = list_images(abnormal_dir)
+        if not test_normal or not abnormal:
+            raise DataError(f"{root}: a test split needs normal images (data.test_fraction > 0) and abnormal "
+                            f"images in {abnormal_dir}")
+        name = os.path.basename(abnormal_dir.rstrip(os.sep))
+        name = ABNORMAL if name == GOOD else name  # a class called "good" must not read as normal
+        test = [TestSample(p, GOOD, None) for p in test_normal] + [TestSample(p, name, None) for p in abnormal]
     return DatasetFiles(root=root, train=train, val=val, test=test)
 
 
