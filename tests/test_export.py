@@ -152,7 +152,7 @@ def test_saved_model_loads_without_keras_ad(exported, tmp_path):
         import tensorflow as tf
         case = np.load({str(tmp_path / 'case.npz')!r})
         model = tf.saved_model.load({str(out / 'saved_model')!r})
-        out = model.signatures["score_with_threshold"](images=tf.constant(case["images"]), threshold=tf.constant(0.05))
+        out = model.signatures["score_with_threshold"](images=tf.constant(case["images"]), threshold=tf.constant([0.05]))
         for name in ("score", "anomaly_map"):
             assert np.abs(out[name].numpy() - case[name]).max() <= 1e-4, name
         assert (out["defect_area"].numpy() == case["defect_area"]).all()

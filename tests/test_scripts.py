@@ -6,6 +6,8 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "scripts")
 SCRIPT = os.path.join(SCRIPTS, "download_mvtec.py")
@@ -86,3 +88,19 @@ def test_dataset_script_offline_says_how_to_supply_the_file(tmp_path, capsys):
     assert code == 2 and len(err) == 1
     assert "cannot download http://127.0.0.1:9/keras_ad_absent.npz" in err[0] and "--file" in err[0]
     assert not (tmp_path / "m").exists()
+
+
+def test_aarch64_check_compares_scores_and_decisions_by_file():
+    spec = importlib.util.spec_from_file_location("check_aarch64", os.path.join(SCRIPTS, "check_aarch64.py"))
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    host = "path,score,is_anomalous,defect_area\n/h/a.png,0.5,1,3\n/h/b.png,0.25,0,0\n"
+    same = "path,score,is_anomalous,defect_area\n/work/a.png,0.50004,1,3\n/work/b.png,0.25,0,0\n"
+    result = check.compare_scores(host, same, atol=1e-4)
+    assert result["passed"] and result["decisions_changed"] == [] and abs(result["max_score_diff"] - 4e-5) < 1e-9
+    drifted = "path,score,is_anomalous,defect_area\n/work/a.png,0.6,1,3\n/work/b.png,0.25,1,2\n"
+    result = check.compare_scores(host, drifted, atol=1e-4)
+    assert not result["passed"] and result["decisions_changed"] == ["b.png"]
+    other = "path,score,is_anomalous,defect_area\n/work/c.png,0.5,1,3\n/work/b.png,0.25,0,0\n"
+    with pytest.raises(ValueError, match="other files"):
+        check.compare_scores(host, other, atol=1e-4)

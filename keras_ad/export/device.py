@@ -21,6 +21,7 @@ import io
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -131,7 +132,7 @@ class DeviceScorer:
         images = np.ascontiguousarray(images, dtype=np.uint8)
         if images.ndim == 3:
             images = images[None]
-        t = np.asarray(self.default_threshold if threshold is None else threshold, np.float32)
+        t = np.asarray([self.default_threshold if threshold is None else threshold], np.float32).reshape(1)
         out = self._run(images, t)
         return {k: np.asarray(out[k]) for k in OUTPUTS}
 
@@ -238,6 +239,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=0, help="with --camera: stop after N frames (0: never)")
     parser.add_argument("--check", action="store_true", help=f"compare with the Keras outputs in {PARITY_FILE}")
     parser.add_argument("--threads", type=int, help="CPU threads for the runtime (default: its own choice)")
+    parser.add_argument("--timing", action="store_true", help="print the scoring time per image to stderr")
     parser.add_argument("--onnx-providers", default="CPUExecutionProvider",
                         help="comma-separated ONNX Runtime execution providers, e.g. "
                              "TensorrtExecutionProvider,CUDAExecutionProvider on a Jetson")
@@ -259,7 +261,12 @@ def main(argv=None) -> int:
         if not args.inputs:
             raise ValueError("give image files or folders, --camera or --check")
         paths = list_inputs(args.inputs)
+        started = time.perf_counter()
         records = rows(paths, scorer.score_files(paths, args.threshold))
+        if args.timing:
+            elapsed = time.perf_counter() - started
+            print(f"scored {len(paths)} images in {elapsed:.2f} s ({1000 * elapsed / len(paths):.1f} ms/image, "
+                  f"decoding included)", file=sys.stderr)
         text = to_csv(records) if args.format == "csv" else json.dumps(records, indent=1) + "\n"
         if args.out:
             with open(args.out, "x") as f:

@@ -44,7 +44,7 @@ def convert(scorer) -> bytes:
         raise ExportError(f"onnx: tf2onnx cannot convert the scoring graph: {' '.join(str(e).split())[:400]}") from None
     finally:
         tf2onnx_logger.removeHandler(log)
-    model.graph.initializer.append(onnx.numpy_helper.from_array(np.float32(scorer.threshold), "threshold"))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([scorer.threshold], np.float32), "threshold"))
     data = model.SerializeToString()
     try:
         onnx.checker.check_model(model)

@@ -20,8 +20,10 @@ DEVICE_SIGNATURES = ("serving_default", "score_with_threshold")  # what TFLite a
 
 
 def input_signature(scorer, dtype, with_threshold: bool):
+    """images [N, H, W, C] and, optionally, threshold [1]: LiteRT 2.3's aarch64 build segfaults on a
+    0-d signature input (reproduced under qemu-user), a one-element vector works everywhere."""
     images = tf.TensorSpec([None, None, None, scorer.channels], dtype, name="images")
-    return [images, tf.TensorSpec([], tf.float32, name="threshold")] if with_threshold else [images]
+    return [images, tf.TensorSpec([1], tf.float32, name="threshold")] if with_threshold else [images]
 
 
 def write(scorer, path: str):
@@ -48,6 +50,6 @@ class ExportedScorer:
             images = tf.cast(images, tf.float32)
         if threshold is None:
             return (self._module.serving_default if uint8 else self._module.score_float)(images)
-        threshold = tf.convert_to_tensor(threshold, tf.float32)
+        threshold = tf.reshape(tf.convert_to_tensor(threshold, tf.float32), [1])
         return (self._module.score_with_threshold if uint8 else self._module.score_float_with_threshold)(
             images, threshold)

@@ -67,7 +67,7 @@ def _selective_int8(converter, representative_images, threshold) -> bytes:
     def samples():
         for image in representative_images:
             yield "serving_default", {"images": image}
-            yield "score_with_threshold", {"images": image, "threshold": np.float32(threshold)}
+            yield "score_with_threshold", {"images": image, "threshold": np.array([threshold], np.float32)}
 
     converter.representative_dataset = samples
     converter.experimental_mlir_quantizer = True
