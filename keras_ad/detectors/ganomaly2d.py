@@ -146,8 +146,7 @@ def dcgan_decoder(size, channels, filters, latent_dim, name="decoder"):
 def bce_per_example(logits, target: float):
     """Binary cross-entropy of sigmoid(logits) against a constant target, averaged over all but the batch axis."""
     labels = tf.fill(tf.shape(logits), target)
-    per_element = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
-    return tf.reduce_mean(tf.reshape(per_element, [tf.shape(logits)[0], -1]), axis=1)
+    return _per_example(tf.reduce_mean, tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
 def _per_example(reduce, values):
@@ -236,6 +235,9 @@ class GANomaly(Detector):
     def _apply_generator(self, tape, loss, adv, con, enc):
         variables = self.generator_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self._track_generator(adv, con, enc)
+
+    def _track_generator(self, adv, con, enc):
         for name, value in (("adv", adv), ("con", con), ("enc", enc)):
             self.trackers[name].update_state(value)
         self.trackers["g_loss"].update_state(self.w_adv * adv + self.w_con * con + self.w_enc * enc)
@@ -284,9 +286,7 @@ class GANomaly(Detector):
         else:
             adv, con, enc = generator_terms_1d(x, x_hat, z, z_hat, self.discriminator_features(x, training=False),
                                                self.discriminator_features(x_hat, training=False))
-        for name, value in (("adv", adv), ("con", con), ("enc", enc)):
-            self.trackers[name].update_state(value)
-        self.trackers["g_loss"].update_state(self.w_adv * adv + self.w_con * con + self.w_enc * enc)
+        self._track_generator(adv, con, enc)
         return {k: self.trackers[k].result() for k in ("g_loss", "adv", "con", "enc")}
 
     def _results(self):
