@@ -18,12 +18,13 @@ def build(cfg):
     return detectors.build(cfg)
 
 
-def load(path):
+def load(path, variant: str = "default"):
     """A scorer for a trained run folder, an export folder (exports/<run>) or an exported SavedModel.
 
     All three are called the same way: `scorer(images, threshold=None)` on uint8 or [0, 1] float
     [N, H, W, C] images returns tensors `score`, `anomaly_map`, `is_anomalous` and `defect_area`,
-    eagerly, inside `tf.function` and inside `tf.data.Dataset.map`.
+    eagerly, inside `tf.function` and inside `tf.data.Dataset.map`. For a run, `variant` picks
+    another scoring graph of the detector (AnoGAN: "edge", what its TFLite and ONNX exports run).
     """
     import json
     import os
@@ -52,4 +53,4 @@ def load(path):
                          f"(keras-ad train --config ... --resume)")
     detector = detectors.build(cfg)
     detector.load_weights(run.file(WEIGHTS))
-    return Scorer(detector, cfg, calibration=run.read_json(CALIBRATION))
+    return Scorer(detector, cfg, calibration=run.read_json(CALIBRATION), variant=variant)

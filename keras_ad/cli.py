@@ -135,8 +135,11 @@ def calibrate(run_dir, min_area):
               help="folder for scores.csv and overlays (default: <run>/scores)")
 @click.option("--overwrite", is_flag=True, help="replace the files of an existing --out folder")
 @click.option("--no-overlays", is_flag=True, help="write only the CSV")
+@click.option("--variant", default="default", show_default=True,
+              help="scoring graph of the detector: anogan also has 'edge' (encoder, no search: what its "
+                   "TFLite and ONNX exports run)")
 @reports_usage_errors
-def score(run_dir, inputs, out_dir, overwrite, no_overlays):
+def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant):
     """Score image files or folders: scores.csv (path, score, is_anomalous, defect_area) and overlays."""
     from keras_ad.export import device
     from keras_ad.runs import Run
@@ -157,7 +160,7 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays):
     from keras_ad.data import pipeline
     from keras_ad.runs import atomic_save, atomic_write
 
-    scorer = keras_ad.load(run.path)
+    scorer = keras_ad.load(run.path, variant)
     if not scorer.calibration:
         raise UsageError(f"{run.path}: not calibrated; run keras-ad calibrate --run {run_dir}")
     images, kept, _ = pipeline.load_images(paths, scorer.cfg.data)

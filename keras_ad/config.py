@@ -76,9 +76,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                doc="normal_abnormal / one_class: normal images held out for testing (GANomaly 20 %, §4.1)"),
         "abnormal_class": Field(None, allow=OPTIONAL, doc="one_class: the class folder that is abnormal, §4.1"),
         "skip_unreadable": Field(False, bool, doc="skip corrupt images with a warning instead of failing"),
+        "pattern": Field("*", doc="file-name pattern every image folder is filtered with, e.g. '*.jpg' "
+                                  "(AnoGAN's --input_fname_pattern, §2.a)"),
+        "center_crop": Field(None, int, low=1, allow=OPTIONAL,
+                             doc="crop the central NxN pixels of every image before resizing "
+                                 "(AnoGAN's --crop, 108 for CelebA, §2.a); part of the scoring graph"),
     },
     "detector": {
-        "name": Field("cae", choices=("cae", "ganomaly2d")),
+        "name": Field("cae", choices=("cae", "ganomaly2d", "anogan")),
     },
     "train": {
         "epochs": Field(AUTO, int, low=1, high=100000, allow=(AUTO,),
@@ -87,9 +92,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "batch_size": Field(12, int, low=1, high=4096, doc="the repo README's example, §3.d"),
         "learning_rate": Field(AUTO, float, low=0.0, high=1.0, allow=(AUTO,),
                                doc="Adam; auto = the detector's paper: cae 2e-4 (§3.d), ganomaly2d 1e-4, "
-                                   "its 1d variant 2e-4 (§4)"),
+                                   "its 1d variant 2e-4 (§4), anogan 2e-4 (§2.d)"),
         "lr_decay": Field(AUTO, float, low=0.0, high=1.0, allow=(AUTO,),
-                          doc="Keras-2 inverse-time decay per step; auto = cae 1e-5 (§3.d), ganomaly2d 0"),
+                          doc="Keras-2 inverse-time decay per step; auto = cae 1e-5 (§3.d), ganomaly2d and anogan 0"),
         "seed": Field(0, int, low=0),
         "strategy": Field(AUTO, choices=(AUTO, "default", "mirrored", "multiworker"),
                           doc="auto = mirrored when more than one GPU is visible"),
@@ -102,8 +107,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "postprocess": {
         "smoothing_sigma": Field(0.0, float, low=0.0, high=32.0, doc="Gaussian blur of the map, pixels"),
-        "reduction": Field(AUTO, choices=(AUTO, "max", "topk_mean", "mean"),
-                           doc="map -> image score; auto = cae max (§3.g), ganomaly2d mean (§4.2)"),
+        "reduction": Field(AUTO, choices=(AUTO, "max", "topk_mean", "mean", "detector"),
+                           doc="map -> image score; auto = cae max (§3.g), ganomaly2d mean (§4.2), anogan "
+                               "detector (its own score: the search loss, §2.e)"),
         "topk_percent": Field(1.0, float, low=0.01, high=100.0, doc="for topk_mean"),
     },
     "calibrate": {
@@ -135,6 +141,27 @@ DETECTOR_PARAMS: dict[str, dict[str, Field]] = {
         "w_con": Field(AUTO, float, low=0.0, allow=(AUTO,), doc="auto = 10 (2d, summed L2) or 50 (1d, mean L1), §4"),
         "w_enc": Field(AUTO, float, low=0.0, allow=(AUTO,), doc="auto = 10 (2d, summed L1) or 1 (1d, mean L2), §4"),
     },
+    "anogan": {
+        "latent_dim": Field(100, int, low=1, high=4096, doc="z_dim of the seed (§2.b); the MVTec AD benchmark used 64"),
+        "filters": Field(64, int, low=4, high=512, doc="gf_dim = df_dim (§2.b)"),
+        "generator_updates": Field(2, int, low=1, high=10, doc="G updates per D update, same z (§2.d)"),
+        "discrimination_weight": Field(0.1, float, low=0.0, high=1.0,
+                                       doc="λ of L = (1-λ)·ΣL1 + λ·ΣL1(features) (§2.c)"),
+        "search_steps": Field(AUTO, int, low=0, high=100000, allow=(AUTO,),
+                              doc="Adam steps of the latent search; auto = Γ = 500 of the paper (§2.d; the "
+                                  "MVTec AD benchmark used 300)"),
+        "search_lr": Field(AUTO, float, low=0.0, high=10.0, allow=(AUTO,),
+                           doc="latent-search Adam learning rate (β1 0.5); auto = 0.02, the MVTec AD "
+                               "benchmark's (the seed code: 0.001 for 10000 steps, §2.d)"),
+        "search_restarts": Field(1, int, low=1, high=64, doc="random starting points per image, best kept"),
+        "search_init": Field("random", choices=("random", "encoder"),
+                             doc="random = the paper's U(-1, 1) start; encoder = start from E(x) (ours)"),
+        "search_seed": Field(0, int, low=0, doc="seed of the starting latents (the same for every image)"),
+        "encoder_epochs": Field(AUTO, int, low=1, high=100000, allow=(AUTO,),
+                                doc="epochs of the izi_f encoder after the GAN (edge variant, ours); "
+                                    "auto = train.epochs"),
+        "encoder_feature_weight": Field(1.0, float, low=0.0, doc="κ of izi_f (f-AnoGAN, Schlegl et al. 2019)"),
+    },
 }
 
 # What `auto` means per detector (and variant), from the papers; written into the run's config.
@@ -142,6 +169,8 @@ PAPER_DEFAULTS = {
     "cae": {"train.learning_rate": 2e-4, "train.lr_decay": 1e-5, "postprocess.reduction": "max"},
     "ganomaly2d": {"train.learning_rate": 1e-4, "train.lr_decay": 0.0, "postprocess.reduction": "mean",
                    "detector.filters": 64, "detector.w_adv": 1.0, "detector.w_con": 10.0, "detector.w_enc": 10.0},
+    "anogan": {"train.learning_rate": 2e-4, "train.lr_decay": 0.0, "postprocess.reduction": "detector",
+               "detector.search_steps": 500, "detector.search_lr": 0.02},
     "ganomaly": {"train.learning_rate": 2e-4, "train.lr_decay": 0.0, "postprocess.reduction": "mean",
                  "detector.filters": 64, "detector.w_adv": 1.0, "detector.w_con": 50.0, "detector.w_enc": 1.0},
 }
@@ -278,6 +307,12 @@ def _check_consistency(values, source):
         if det["latent"] == "1d" and data["image_size"] & (data["image_size"] - 1):
             raise ConfigError(source, "data.image_size", f"the 1d (GANomaly, DCGAN) variant needs a power of two; "
                                                          f"got {data['image_size']}")
+    if values["postprocess"]["reduction"] == "detector" and det["name"] != "anogan":
+        raise ConfigError(source, "postprocess.reduction", f"'detector' is AnoGAN's own score; {det['name']} "
+                                                           f"scores from its map: use max, topk_mean or mean")
+    if det["name"] == "anogan" and data["image_size"] % 16:
+        raise ConfigError(source, "data.image_size", f"anogan's generator starts at image_size / 16 (§2.b): needs "
+                                                     f"a multiple of 16; got {data['image_size']}")
     if det["name"] == "cae":
         size = data["image_size"]
         if det["architecture"] == "resnet":

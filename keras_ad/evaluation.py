@@ -9,6 +9,7 @@ import numpy as np
 from keras_ad import calibration, metrics, plots
 from keras_ad.data import layouts, pipeline
 from keras_ad.runs import CALIBRATION, REPORT, atomic_save, atomic_write, write_json
+from keras_ad.scoring import Scorer
 
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
 
@@ -24,6 +25,12 @@ def calibrate_run(run, cfg, scorer, min_area=None) -> dict:
         raise UsageError(f"{run.path}: no validation images to calibrate on; train with data.val_fraction > 0")
     maps = scorer.score_preprocessed(val_images)["anomaly_map"]
     result = calibration.calibrate(maps, min_area)
+    other_variants = [v for v in scorer.detector.variants if v != "default"]
+    if other_variants:  # each scoring graph gets its own threshold on the same good images
+        result["variants"] = {}
+        for variant in other_variants:
+            variant_maps = Scorer(scorer.detector, cfg, variant=variant).score_preprocessed(val_images)["anomaly_map"]
+            result["variants"][variant] = {"pixel_threshold": calibration.calibrate(variant_maps, min_area)["pixel_threshold"]}
     curves = calibration.finetune_curves(maps)
     t = result["pixel_threshold"]
     hists = {f"t = {f:g}·threshold": calibration.areas_at(maps, f * t) for f in (0.5, 0.75, 0.9, 1.0)}
@@ -53,11 +60,24 @@ def evaluate_run(run, cfg, scorer) -> dict:
                                                        has_mask[keep], fpr_limit)
     if scorer.calibration:
         report["calibrated_decision"] = {**scorer.calibration, **metrics.decision_rates(labels, out["is_anomalous"])}
+    variants = [v for v in scorer.detector.variants if v != scorer.variant]
+    if variants:
+        report["variants"] = {v: _variant_summary(scorer, cfg, v, test, fpr_limit) for v in variants}
     write_json(run.file(REPORT), report)
     atomic_write(run.file("report.md"), markdown_report(report))
     _plots(run, cfg, scorer, test, out, report)
     print(summary_table(report), flush=True)
     return report
+
+
+def _variant_summary(scorer, cfg, variant, test, fpr_limit) -> dict:
+    """The metrics of another scoring graph of the same detector (AnoGAN's edge variant) on the same images."""
+    other = Scorer(scorer.detector, cfg, scorer.run_calibration, variant=variant)
+    out = other.score_preprocessed(test["images"])
+    result = metrics.summary(test["labels"], out["score"], test["masks"], out["anomaly_map"], test["has_mask"], fpr_limit)
+    if other.calibration:
+        result["calibrated_decision"] = {**other.calibration, **metrics.decision_rates(test["labels"], out["is_anomalous"])}
+    return result
 
 
 def _plots(run, cfg, scorer, test, out, report):
@@ -109,6 +129,8 @@ def summary_table(report) -> str:
     lines.append(f"{'all':>12} " + " ".join(f"{_fmt(report[k]):>12}" for k in METRIC_KEYS))
     for defect, r in report["per_defect"].items():
         lines.append(f"{defect:>12} " + " ".join(f"{_fmt(r[k]):>12}" for k in METRIC_KEYS))
+    for variant, r in report.get("variants", {}).items():
+        lines.append(f"{variant + ' variant':>12} " + " ".join(f"{_fmt(r[k]):>12}" for k in METRIC_KEYS))
     decision = report.get("calibrated_decision")
     if decision:
         lines.append(f"calibrated decision (threshold {decision['pixel_threshold']:.6g}, min area "
@@ -124,6 +146,8 @@ def markdown_report(report) -> str:
     rows = [("all", report)] + list(report["per_defect"].items())
     for name, r in rows:
         out.append(f"| {name} | {r['n_images']} | " + " | ".join(_fmt(r[k]) for k in METRIC_KEYS) + " |")
+    for variant, r in report.get("variants", {}).items():
+        out.append(f"| {variant} variant (all) | {r['n_images']} | " + " | ".join(_fmt(r[k]) for k in METRIC_KEYS) + " |")
     decision = report.get("calibrated_decision")
     if decision:
         out += ["", f"Calibrated decision (pixel threshold {decision['pixel_threshold']:.6g}, minimum defect area "

@@ -13,11 +13,12 @@ from keras_ad import image_ops
 from keras_ad.losses.ssim import gaussian_blur
 
 
-def preprocess(images, image_size: int, channels: int, resize: str = "bilinear"):
+def preprocess(images, image_size: int, channels: int, resize: str = "bilinear", center_crop: int | None = None):
     """Raw images [N, H, W, 1|3] (uint8 0..255, or float already in [0, 1]) -> float32 [N, S, S, C] in [0, 1].
 
-    Resizes as tf.image.resize(antialias=True) does (nearest: no antialiasing, §3.i.6), but with MatMuls
-    that every runtime has, and converts grey <-> RGB (ITU-R 601 weights, as tf.image.rgb_to_grayscale).
+    Optionally crops the central `center_crop` pixels first (AnoGAN's --crop, §2.a), then resizes as
+    tf.image.resize(antialias=True) does (nearest: no antialiasing, §3.i.6), but with MatMuls that every
+    runtime has, and converts grey <-> RGB (ITU-R 601 weights, as tf.image.rgb_to_grayscale).
     """
     images = tf.convert_to_tensor(images)
     x = tf.cast(images, tf.float32)
@@ -27,9 +28,23 @@ def preprocess(images, image_size: int, channels: int, resize: str = "bilinear")
         x = x[..., None]
     if x.shape[-1] != channels:
         x = tf.image.rgb_to_grayscale(x) if channels == 1 else tf.image.grayscale_to_rgb(x)
+    if center_crop:
+        x = crop_center(x, center_crop)
     if (x.shape[1], x.shape[2]) != (image_size, image_size):  # unknown (None) sizes are resized too
         x = image_ops.resize(x, image_size, resize)
     return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def crop_center(x, size: int):
+    """The central size x size pixels of [N, H, W, C] (all of a side shorter than `size`)."""
+    def window(axis):
+        side = x.shape[axis] if x.shape[axis] is not None else tf.shape(x)[axis]
+        length = tf.minimum(side, size) if isinstance(side, tf.Tensor) else min(side, size)
+        start = (side - length) // 2
+        return start, start + length
+
+    (top, bottom), (left, right) = window(1), window(2)
+    return x[:, top:bottom, left:right, :]
 
 
 def postprocess(maps, smoothing_sigma: float = 0.0, reduction: str = "max", topk_percent: float = 1.0):
@@ -50,28 +65,48 @@ def postprocess(maps, smoothing_sigma: float = 0.0, reduction: str = "max", topk
     return scores, maps
 
 
+DETECTOR_SCORE = "detector"  # postprocess.reduction: the detector's own image score, not one from the map
+
+
+def variant_calibration(calibration: dict | None, variant: str) -> dict | None:
+    """calibration.json as seen by one scoring variant: its own pixel threshold, the shared min area;
+    None when that variant was never calibrated."""
+    if not calibration or variant == "default":
+        return calibration
+    own = calibration.get("variants", {}).get(variant)
+    return {**calibration, **own} if own else None
+
+
 class Scorer:
     """preprocess -> detector.anomaly_map -> postprocess -> calibrated decision, as one traceable graph.
 
     `scorer(images)` takes raw images (uint8, or float in [0, 1]; [N, H, W, C] of any size) and returns
     tensors `score` [N], `anomaly_map` [N, S, S] and, once calibrated, `is_anomalous` [N] and
     `defect_area` [N]. It works eagerly, inside `tf.function` and inside `tf.data.Dataset.map`.
-    `threshold` (a pixel threshold on the map) overrides the calibrated one.
+    `threshold` (a pixel threshold on the map) overrides the calibrated one. `variant` picks one of the
+    detector's scoring graphs (`Detector.variants`); each has its own threshold in the calibration.
     """
 
-    def __init__(self, detector, cfg, calibration: dict | None = None, batch_size: int = 16):
-        self.detector, self.cfg = detector, cfg
+    def __init__(self, detector, cfg, calibration: dict | None = None, batch_size: int = 16,
+                 variant: str = "default"):
+        if variant not in detector.variants:
+            from keras_ad.errors import UsageError
+
+            raise UsageError(f"--variant {variant}: {cfg.detector.name} offers {', '.join(detector.variants)}")
+        self.detector, self.cfg, self.variant = detector, cfg, variant
         self.batch_size = batch_size
         self.calibration = calibration
 
     @property
     def calibration(self) -> dict | None:
+        """The calibration of this scorer's variant (calibration.json keeps the others under "variants")."""
         return self._calibration
 
     @calibration.setter
     def calibration(self, value):
         """Threshold and min_area are constants of the traced graph: a new calibration means a new trace."""
-        self._calibration = value
+        self.run_calibration = value  # calibration.json as written, every variant's threshold
+        self._calibration = variant_calibration(value, self.variant)
         self._graph_fn = tf.function(self.graph, reduce_retracing=True)
 
     @property
@@ -88,13 +123,16 @@ class Scorer:
 
     def preprocess(self, images):
         d = self.cfg.data
-        return preprocess(images, d.image_size, d.channels, d.resize)
+        return preprocess(images, d.image_size, d.channels, d.resize, d.center_crop)
 
     def graph(self, images, threshold=None) -> dict:
         """The scoring graph itself (traced by `tf.function` and by every exporter)."""
         post = self.cfg.postprocess
-        scores, maps = postprocess(self.detector.anomaly_map(self.preprocess(images)), post.smoothing_sigma,
-                                   post.reduction, post.topk_percent)
+        own_scores, maps = self.detector.score_and_map(self.preprocess(images), self.variant)
+        reduction = "max" if post.reduction == DETECTOR_SCORE else post.reduction
+        scores, maps = postprocess(maps, post.smoothing_sigma, reduction, post.topk_percent)
+        if post.reduction == DETECTOR_SCORE:
+            scores = own_scores
         out = {"score": scores, "anomaly_map": maps}
         if threshold is None and self.calibration:
             threshold = tf.constant(self.threshold, tf.float32)

@@ -149,6 +149,7 @@ def train(cfg, run: Run, resume: bool = False):
         print(f"resuming from {checkpoint} (epoch {start})", flush=True)
 
     phases = model.training_phases(epochs, cfg.train.learning_rate, cfg.train.lr_decay)
+    total_epochs = phases[-1].until_epoch  # a later phase may train past `epochs` (AnoGAN's encoder)
     phase_start = 0
     for index, phase in enumerate(phases):
         if start >= phase.until_epoch:
@@ -162,7 +163,7 @@ def train(cfg, run: Run, resume: bool = False):
             checkpoint = None
         if len(phases) > 1:
             print(f"phase {index + 1}/{len(phases)}: {phase.name}", flush=True)
-        logger = RunLogger(run, cfg, index, epochs, samples, max(start, phase_start))
+        logger = RunLogger(run, cfg, index, total_epochs, samples, max(start, phase_start))
         model.fit(train_ds, validation_data=val_ds, initial_epoch=max(start, phase_start),
                   epochs=phase.until_epoch, shuffle=False, callbacks=[logger],
                   verbose=1 if sys.stdout.isatty() else 0)

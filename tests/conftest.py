@@ -50,6 +50,7 @@ TINY_DETECTORS = {
     "cae": {"name": "cae", "loss": "ssim", "residual": "l2"},
     "ganomaly2d": {"name": "ganomaly2d", "latent": "2d", "filters": 8},
     "ganomaly": {"name": "ganomaly2d", "latent": "1d", "filters": 8},
+    "anogan": {"name": "anogan", "filters": 8, "latent_dim": 16, "search_steps": 10},
 }
 
 
@@ -60,7 +61,8 @@ def tiny_config_dict(data_root, run_dir, detector_name="cae", **sections):
         "data": {"layout": "folder", "root": str(data_root), "image_size": 32, "channels": 3},
         "detector": dict(TINY_DETECTORS[detector_name]),
         "train": {"epochs": 2, "batch_size": 8, "sample_every": 1},
-        "postprocess": {"reduction": "topk_mean"},
+        # AnoGAN's score is its search loss; the others reduce their map
+        "postprocess": {"reduction": "detector" if detector_name == "anogan" else "topk_mean"},
     }
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)

@@ -10,10 +10,12 @@ Four layouts (README, "Data layouts"):
 The last two have no test split: a seeded `data.test_fraction` of the normal images and every
 abnormal image form it; no masks.
 A root of the form `synthetic:<category>` generates the built-in demo data set (cached) first.
+Every folder is filtered with `data.pattern` (e.g. `*.jpg`, AnoGAN's --input_fname_pattern, §2.a).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass, field
 
@@ -71,12 +73,18 @@ def discover(data_cfg, seed: int = 0, need_test: bool = True) -> DatasetFiles:
     if not os.path.isdir(good_dir):
         raise DataError(f"{good_dir}: missing; a data set needs train/good with normal images "
                         f"(layout {data_cfg.layout}, see README 'Data layouts')")
-    good = list_images(good_dir)
+    good = _images(good_dir, data_cfg.pattern)
     if not good:
-        raise DataError(f"{good_dir}: no images (.png, .jpg, .bmp, .tif) found; put the normal training images here")
+        raise DataError(f"{good_dir}: no images (.png, .jpg, .bmp, .tif) matching {data_cfg.pattern!r} found; "
+                        f"put the normal training images here (or change data.pattern)")
     train, val = split_validation(good, data_cfg.val_fraction, seed)
-    test = _discover_test(root, data_cfg.layout) if need_test else []
+    test = _discover_test(root, data_cfg.layout, data_cfg.pattern) if need_test else []
     return DatasetFiles(root=root, train=train, val=val, test=test)
+
+
+def _images(folder, pattern="*"):
+    """The image files of `folder` whose names match `pattern`, sorted."""
+    return [p for p in list_images(folder) if fnmatch.fnmatch(os.path.basename(p), pattern)]
 
 
 ABNORMAL = "abnormal"
@@ -96,14 +104,14 @@ def _discover_unsplit(root, data_cfg, seed, need_test):
     for folder in normal_dirs + [abnormal_dir]:
         if not os.path.isdir(folder):
             raise DataError(f"{folder}: missing; the {data_cfg.layout} layout needs it (see README 'Data layouts')")
-    normal = [p for folder in normal_dirs for p in list_images(folder)]
+    normal = [p for folder in normal_dirs for p in _images(folder, data_cfg.pattern)]
     if not normal:
         raise DataError(f"{normal_dirs[0]}: no normal images (.png, .jpg, .bmp, .tif) found")
     rest, test_normal = split_validation(normal, data_cfg.test_fraction, seed)
     train, val = split_validation(rest, data_cfg.val_fraction, seed + 1)
     test = []
     if need_test:
-        abnormal = list_images(abnormal_dir)
+        abnormal = _images(abnormal_dir, data_cfg.pattern)
         if not test_normal or not abnormal:
             raise DataError(f"{root}: a test split needs normal images (data.test_fraction > 0) and abnormal "
                             f"images in {abnormal_dir}")
@@ -124,7 +132,7 @@ def split_validation(paths, fraction, seed):
             [p for i, p in enumerate(paths) if i in val_idx])
 
 
-def _discover_test(root, layout):
+def _discover_test(root, layout, pattern="*"):
     test_dir = os.path.join(root, "test")
     if not os.path.isdir(test_dir):
         raise DataError(f"{test_dir}: missing; evaluation needs test/good and test/<defect> folders")
@@ -133,7 +141,7 @@ def _discover_test(root, layout):
         folder = os.path.join(test_dir, defect)
         if not os.path.isdir(folder):
             continue
-        for path in list_images(folder):
+        for path in _images(folder, pattern):
             samples.append(TestSample(path, defect, _mask_for(root, defect, path, layout)))
     if not samples:
         raise DataError(f"{test_dir}: no test images; put normal ones in test/good and defective ones in test/<defect>")

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from keras_ad.data.images import read_image, read_many, read_mask
 from keras_ad.errors import DataError
-from keras_ad.scoring import preprocess
+from keras_ad.scoring import crop_center, preprocess
 
 
 def load_images(paths, data_cfg, what="images", chunk=64):
@@ -31,12 +31,14 @@ def load_images(paths, data_cfg, what="images", chunk=64):
     for indices in by_shape.values():  # one batched call per image size (MVTec: a single size)
         for start in range(0, len(indices), chunk):
             part = indices[start:start + chunk]
-            out[part] = preprocess(np.stack([raw[i] for i in part]), size, channels, data_cfg.resize).numpy()
+            out[part] = preprocess(np.stack([raw[i] for i in part]), size, channels, data_cfg.resize,
+                                   data_cfg.center_crop).numpy()
     return out, [paths[i] for i in kept], [r.shape[:2] for r in raw]
 
 
-def load_masks(samples, original_sizes, image_size):
-    """Ground truth at the model's size, bool [N, S, S]; all-false for good images and missing masks."""
+def load_masks(samples, original_sizes, image_size, center_crop=None):
+    """Ground truth at the model's size (cropped as its image), bool [N, S, S]; all-false for good images
+    and missing masks."""
     masks = np.zeros((len(samples), image_size, image_size), bool)
     for i, (sample, shape) in enumerate(zip(samples, original_sizes)):
         if sample.mask_path is None:
@@ -44,7 +46,10 @@ def load_masks(samples, original_sizes, image_size):
         mask = read_mask(sample.mask_path, shape).astype(np.float32)
         if not mask.any():
             raise DataError(f"{sample.mask_path}: mask of a defective image is empty")
-        resized = tf.image.resize(mask[None, ..., None], (image_size, image_size), "bilinear", antialias=True)
+        mask = mask[None, ..., None]
+        if center_crop:
+            mask = crop_center(mask, center_crop)
+        resized = tf.image.resize(mask, (image_size, image_size), "bilinear", antialias=True)
         masks[i] = resized.numpy()[0, ..., 0] >= 0.5
     return masks
 
@@ -54,7 +59,7 @@ def load_test_set(files, data_cfg):
     images, kept_paths, sizes = load_images([s.path for s in files.test], data_cfg, "test images")
     by_path = {s.path: s for s in files.test}
     samples = [by_path[p] for p in kept_paths]
-    masks = load_masks(samples, sizes, data_cfg.image_size)
+    masks = load_masks(samples, sizes, data_cfg.image_size, data_cfg.center_crop)
     return {
         "images": images,
         "paths": kept_paths,

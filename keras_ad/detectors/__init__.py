@@ -8,6 +8,7 @@ import importlib
 REGISTRY = {
     "cae": "keras_ad.detectors.cae:from_config",
     "ganomaly2d": "keras_ad.detectors.ganomaly2d:from_config",
+    "anogan": "keras_ad.detectors.anogan:from_config",
 }
 
 

@@ -37,9 +37,24 @@ class Detector(keras.Model):
     Inputs are pre-processed images: float32 [N, H, W, C] in [0, 1] (see `keras_ad.scoring.preprocess`).
     """
 
+    #: The scoring graphs this detector offers. "default" is the method itself; a detector whose
+    #: method cannot run on TFLite/ONNX (AnoGAN's gradient search) adds a device-friendly "edge" one.
+    variants = ("default",)
+
+    #: The variant that TFLite and ONNX exports carry.
+    device_variant = "default"
+
     def anomaly_map(self, images):
         """Per-pixel anomaly map [N, H, W], larger = more anomalous. Pure tensor ops, no Python loops."""
         raise NotImplementedError
+
+    def score_and_map(self, images, variant: str = "default"):
+        """(image score [N] or None, anomaly map [N, H, W]) of one scoring variant.
+
+        None: the image score is reduced from the map (`postprocess.reduction`); a detector whose paper
+        defines its own score (AnoGAN's search loss) returns it for `postprocess.reduction: detector`.
+        """
+        return None, self.anomaly_map(images)
 
     def sample_panels(self, images) -> dict:
         """Named [N, H, W, C] (or [N, H, W]) arrays to show in training image grids."""

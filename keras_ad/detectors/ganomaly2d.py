@@ -25,11 +25,8 @@ import tensorflow as tf
 from keras import layers
 
 from keras_ad.detectors.base import Detector, adam, images_of
+from keras_ad.detectors.blocks import BATCH_NORM, DCGAN_INIT, LEAKY_SLOPE, bce_per_example, per_example
 
-# PyTorch's defaults (§0.1.4); statistics synchronised across replicas, so that a step under
-# tf.distribute normalises with the global batch like one device does.
-BATCH_NORM = {"epsilon": 1e-5, "momentum": 0.9, "synchronized": True}
-LEAKY_SLOPE = 0.2
 PYTORCH_ADAM_EPSILON = 1e-8
 D_REINIT_BELOW = 1e-5  # GANomaly re-initialises D when its loss falls below this, §4.1
 LATENT_STRIDE = 16  # GANomaly2D: four stride-2 stages, §4.2
@@ -103,9 +100,6 @@ def patch_discriminator(height, width, channels, filters, name="discriminator"):
 
 
 # ---------------------------------------------------------------- GANomaly networks (§4.1)
-DCGAN_INIT = keras.initializers.RandomNormal(0.0, 0.02)
-
-
 def dcgan_encoder(size, channels, filters, out_dim, name):
     """conv 4x4 s2 p1 + LReLU, then (conv 4x4 s2 p1, BN, LReLU) down to 4x4, then conv 4x4 s1 p0 -> 1x1.
 
@@ -143,26 +137,16 @@ def dcgan_decoder(size, channels, filters, latent_dim, name="decoder"):
 
 
 # ---------------------------------------------------------------- losses (per example; reduced in train_step)
-def bce_per_example(logits, target: float):
-    """Binary cross-entropy of sigmoid(logits) against a constant target, averaged over all but the batch axis."""
-    labels = tf.fill(tf.shape(logits), target)
-    return _per_example(tf.reduce_mean, tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
-
-
-def _per_example(reduce, values):
-    return reduce(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
-
-
 def generator_terms_2d(x, x_hat, z, z_hat, fake_logits):
     """GANomaly2D per example: (BCE(D(x̂), 1) mean over the patch map, Σ(x̂ - x)², Σ|ẑ - z|), §4.2."""
-    return (bce_per_example(fake_logits, 1.0), _per_example(tf.reduce_sum, tf.square(x_hat - x)),
-            _per_example(tf.reduce_sum, tf.abs(z_hat - z)))
+    return (bce_per_example(fake_logits, 1.0), per_example(tf.reduce_sum, tf.square(x_hat - x)),
+            per_example(tf.reduce_sum, tf.abs(z_hat - z)))
 
 
 def generator_terms_1d(x, x_hat, z, z_hat, real_features, fake_features):
     """GANomaly per example: (mean (f(x) - f(x̂))², mean |x - x̂|, mean (z - ẑ)²), §4.1."""
-    return (_per_example(tf.reduce_mean, tf.square(real_features - fake_features)),
-            _per_example(tf.reduce_mean, tf.abs(x - x_hat)), _per_example(tf.reduce_mean, tf.square(z - z_hat)))
+    return (per_example(tf.reduce_mean, tf.square(real_features - fake_features)),
+            per_example(tf.reduce_mean, tf.abs(x - x_hat)), per_example(tf.reduce_mean, tf.square(z - z_hat)))
 
 
 def discriminator_loss_per_example(real_logits, fake_logits, half: bool):

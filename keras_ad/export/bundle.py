@@ -21,6 +21,7 @@ from keras_ad import calibration
 from keras_ad.errors import UsageError
 from keras_ad.export import FORMATS, QUANTIZE_MODES, ExportError, check_choices, device, parity, savedmodel
 from keras_ad.runs import REPORT, Run, write_json
+from keras_ad.scoring import Scorer
 
 SAVEDMODEL_DIR = "saved_model"
 DEVICE_SCRIPT = "keras_ad_device.py"
@@ -71,38 +72,59 @@ def _log(message):
     print(message, file=sys.stderr, flush=True)
 
 
+def device_scorer(scorer):
+    """The scorer of the variant TFLite and ONNX carry (AnoGAN: the encoder without the search)."""
+    variant = scorer.detector.device_variant
+    if variant == scorer.variant:
+        return scorer
+    other = Scorer(scorer.detector, scorer.cfg, scorer.run_calibration, variant=variant)
+    if not other.calibration:
+        raise UsageError(f"the calibration has no threshold for the {variant} variant that TFLite and ONNX carry; "
+                         f"run keras-ad calibrate again")
+    return other
+
+
 def _build(scorer, run, data, formats, quantize, work) -> dict:
     saved_model = os.path.join(work, SAVEDMODEL_DIR)
     _log("writing SavedModel ...")
     savedmodel.write(scorer, saved_model)
-    artefacts = {}  # file name -> {"format", "quantize"}
+    on_device = device_scorer(scorer)
+    device_saved_model = saved_model
+    artefacts = {}  # file name -> {"format", "quantize", "variant"}
     if "savedmodel" in formats:
-        artefacts[SAVEDMODEL_DIR] = {"format": "savedmodel", "quantize": "none"}
+        artefacts[SAVEDMODEL_DIR] = {"format": "savedmodel", "quantize": "none", "variant": scorer.variant}
     if "tflite" in formats:
         from keras_ad.export import tflite
 
+        if on_device is not scorer:  # TFLite converts from a SavedModel of the device variant
+            device_saved_model = os.path.join(work, f".{on_device.variant}_saved_model")
+            savedmodel.write(on_device, device_saved_model)
         n_val = min(data.n_validation, N_INT8_CALIBRATION_IMAGES)
         good = [image[None] for image in data.images[:n_val]]
         for mode in quantize:
             _log(f"converting to TFLite ({mode}) ...")
-            model = tflite.convert(saved_model, mode, good, scorer.threshold)
+            model = tflite.convert(device_saved_model, mode, good, on_device.threshold)
             with open(os.path.join(work, tflite_name(mode)), "wb") as f:
                 f.write(model)
-            artefacts[tflite_name(mode)] = {"format": "tflite", "quantize": mode}
+            artefacts[tflite_name(mode)] = {"format": "tflite", "quantize": mode, "variant": on_device.variant}
     if "onnx" in formats:
         from keras_ad.export import onnx
 
         _log("converting to ONNX ...")
         with open(os.path.join(work, "model.onnx"), "wb") as f:
-            f.write(onnx.convert(scorer))
-        artefacts["model.onnx"] = {"format": "onnx", "quantize": "none"}
+            f.write(onnx.convert(on_device))
+        artefacts["model.onnx"] = {"format": "onnx", "quantize": "none", "variant": on_device.variant}
 
     metadata = _metadata(scorer, run, artefacts)
+    for name, info in artefacts.items():
+        if info["variant"] != scorer.variant:
+            metadata["artefacts"][name]["pixel_threshold"] = on_device.threshold
     write_json(os.path.join(work, "metadata.json"), metadata)  # the device scorer reads it during the check
 
     _log(f"checking parity on {len(data.images)} images ...")
-    reference = device.score_in_batches(lambda x: scorer(x), data.images)
-    reference_summary = parity.summary(data, reference)
+    scorers = {s.variant: s for s in (scorer, on_device)}
+    references = {v: device.score_in_batches(lambda x, s=s: s(x), data.images) for v, s in scorers.items()}
+    reference_summaries = {v: parity.summary(data, out) for v, out in references.items()}
     rows = {}
     for name, info in artefacts.items():
         path = os.path.join(work, name)
@@ -114,28 +136,36 @@ def _build(scorer, run, data, formats, quantize, work) -> dict:
                                               scorer.calibration["min_area"])["pixel_threshold"]
             metadata["artefacts"][name]["pixel_threshold"] = threshold
             out = device.score_in_batches(lambda x: runner(x, threshold), data.images)
-        rows[name] = {**info, **parity.compare(reference, reference_summary, out, data, quantized)}
+        variant = info["variant"]
+        rows[name] = {**info, **parity.compare(references[variant], reference_summaries[variant], out, data, quantized)}
         metadata["artefacts"][name]["tolerance"] = rows[name]["tolerance"]
+    if device_saved_model != saved_model:
+        shutil.rmtree(device_saved_model)
     if "savedmodel" not in formats:
         shutil.rmtree(saved_model)
 
     sample = data.images[data.test_slice] or data.images
     sample = [im for im in sample if im.shape == sample[0].shape][:N_PARITY_IMAGES]
-    expected = device.score_in_batches(lambda x: scorer(x), sample)
-    np.savez_compressed(os.path.join(work, device.PARITY_FILE), images=np.stack(sample),
-                        **{k: expected[k] for k in device.OUTPUTS})
+    expected = {}
+    for variant, variant_scorer in scorers.items():
+        out = device.score_in_batches(lambda x, s=variant_scorer: s(x), sample)
+        expected.update({device.parity_key(variant, k): out[k] for k in device.OUTPUTS})
+    np.savez_compressed(os.path.join(work, device.PARITY_FILE), images=np.stack(sample), **expected)
     for name in metadata["artefacts"]:
         metadata["artefacts"][name]["sha256"] = _digest(os.path.join(work, name))
     write_json(os.path.join(work, "metadata.json"), metadata)
     shutil.copyfile(device.__file__, os.path.join(work, DEVICE_SCRIPT))
 
+    reference_summary = reference_summaries[scorer.variant]
     report = {"run": run.name, "reference": {"runtime": "keras", **reference_summary},
+              "references": {v: {"runtime": "keras", **r} for v, r in reference_summaries.items()},
               "n_images": len(data.images), "n_validation": data.n_validation,
               "tolerances": {"float_atol": parity.FLOAT_ATOL, "float_map_rtol": parity.MAP_RTOL,
+                             "float_score_rtol": parity.SCORE_RTOL,
                              "quantized_auroc_drop": parity.AUROC_DROP_TOLERANCE},
               "artefacts": rows, "passed": all(r["passed"] for r in rows.values())}
     write_json(os.path.join(work, "export_report.json"), report)
-    print(parity.table(rows, reference_summary), flush=True)
+    print(parity.table(rows, reference_summaries), flush=True)
     return report
 
 

@@ -1,0 +1,46 @@
+"""Building blocks the GAN detectors share: batch norm as the sources configure it, per-example losses.
+
+Losses are per example ([N]) so that a `train_step` reduces them with `tf.nn.compute_average_loss` and
+gets the same gradients on one device and under tf.distribute (stack.md §3).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+# PyTorch's BatchNorm2d and TF1's contrib batch_norm(decay=0.9, epsilon=1e-5) (§0.1.4); statistics
+# synchronised across replicas, so that a step under tf.distribute normalises with the global batch
+# like one device does.
+BATCH_NORM = {"epsilon": 1e-5, "momentum": 0.9, "synchronized": True}
+LEAKY_SLOPE = 0.2  # every GAN source here (§0.1.5)
+DCGAN_INIT = keras.initializers.RandomNormal(0.0, 0.02)  # DCGAN weights: N(0, 0.02)
+
+
+def per_example(reduce, values):
+    """`reduce` over every axis but the batch axis: [N, ...] -> [N]."""
+    return reduce(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
+
+
+def bce_per_example(logits, target: float):
+    """Binary cross-entropy of sigmoid(logits) against a constant target, averaged over all but the batch axis."""
+    labels = tf.fill(tf.shape(logits), target)
+    return per_example(tf.reduce_mean, tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+class MaxLeakyReLU(keras.layers.Layer):
+    """LeakyReLU as max(x, slope·x): the same values, but its gradient is a select, which TFLite and
+    tf2onnx convert and grappler's remapper does not trip over (LeakyReluGrad, stack.md §4d)."""
+
+    def __init__(self, negative_slope: float = LEAKY_SLOPE, **kwargs):
+        super().__init__(**kwargs)
+        self.negative_slope = negative_slope
+
+    def call(self, x):
+        return keras.ops.maximum(x, self.negative_slope * x)
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def get_config(self):
+        return {**super().get_config(), "negative_slope": self.negative_slope}

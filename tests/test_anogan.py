@@ -1,0 +1,187 @@
+"""AnoGAN: the paper's shapes and loss by hand, the batched latent search, batch norm while scoring,
+tf.distribute, and the edge variant."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_ad
+from keras_ad import config
+from keras_ad.detectors import anogan as a
+from keras_ad.detectors import build
+
+
+def _cfg(size=32, channels=3, filters=8, **detector):
+    return config.validate({"data": {"root": "/x", "image_size": size, "channels": channels},
+                            "detector": {"name": "anogan", "filters": filters, **detector}})
+
+
+def test_paper_shapes_at_64x64():
+    """§2.b: G starts at 4x4x512 and ends at 64x64xc; f(x) is D's 4x4x512 map; one logit."""
+    g = a.generator(64, 3, 64, 100)
+    assert g.layers[2].output.shape == (None, 4, 4, 512)
+    assert g.output_shape == (None, 64, 64, 3)
+    d, f = a.discriminator(64, 3, 64)
+    assert f.output_shape == (None, 4, 4, 512) and d.output_shape == (None, 1)
+    assert a.encoder(64, 3, 64, 100).output_shape == (None, 100)
+    batch_norms = [layer for layer in g.layers + d.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(batch_norms) == 4 + 3  # none after D's first conv
+    assert all(bn.epsilon == 1e-5 and bn.momentum == 0.9 for bn in batch_norms)  # §0.1.4
+
+
+def test_paper_defaults_and_config_checks():
+    cfg = _cfg()
+    det = cfg.detector
+    assert (det.latent_dim, det.discrimination_weight, det.generator_updates) == (100, 0.1, 2)
+    assert (det.search_steps, det.search_lr, det.search_init) == (500, 0.02, "random")
+    assert (cfg.train.learning_rate, cfg.train.lr_decay, cfg.postprocess.reduction) == (2e-4, 0.0, "detector")
+    with pytest.raises(config.ConfigError, match="multiple of 16"):
+        _cfg(size=40)
+    with pytest.raises(config.ConfigError, match="AnoGAN's own score"):
+        config.validate({"data": {"root": "/x"}, "postprocess": {"reduction": "detector"}})
+
+
+def test_score_is_the_weighted_sum_of_the_two_l1_sums():
+    """§2.c: L = 0.9·Σ|x - G(z)| + 0.1·Σ|f(x) - f(G(z))|, sums per image (not means, §2.g.4)."""
+    model = build(_cfg())
+    images = tf.random.stateless_uniform((2, 32, 32, 3), seed=(3, 4))
+    loss, generated, z = model.search(images, steps=0)
+    np.testing.assert_allclose(z, np.repeat(model.initial_latents, 2, axis=0))
+    x = images.numpy() * 2 - 1
+    g = model.generator(z, training=False).numpy()
+    f_x, f_g = model.features(x, training=False).numpy(), model.features(g, training=False).numpy()
+    expected = 0.9 * np.abs(x - g).sum(axis=(1, 2, 3)) + 0.1 * np.abs(f_x - f_g).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    score, residual_map = model.score_and_map(images)  # search_steps: 500 -> keep it short here
+    assert residual_map.shape == (2, 32, 32) and score.shape == (2,)
+
+
+def test_adam_descent_is_tf1_adam():
+    """The in-graph Adam equals Adam written out in numpy (bias-corrected step size, ε outside the sqrt)."""
+    target = np.array([[0.3, -0.7], [2.0, 1.0]], np.float32)
+    z0 = np.zeros_like(target)
+    loss = lambda z: tf.reduce_sum(tf.square(z - target) * [[1.0, 3.0]])  # noqa: E731
+    z = tf.function(lambda z0: a.adam_descent(loss, z0, 7, 0.05))(tf.constant(z0)).numpy()
+    zn, m, v = z0.astype(np.float64), 0.0, 0.0
+    for t in range(1, 8):
+        grad = 2 * (zn - target) * [[1.0, 3.0]]
+        m, v = 0.5 * m + 0.5 * grad, 0.999 * v + 0.001 * grad ** 2
+        zn = zn - 0.05 * np.sqrt(1 - 0.999 ** t) / (1 - 0.5 ** t) * m / (np.sqrt(v) + 1e-8)
+    np.testing.assert_allclose(z, zn, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained(train_tiny):
+    """The tiny AnoGAN run of the export suite (2 DCGAN + 2 encoder epochs) and its test images."""
+    run = train_tiny("anogan")
+    scorer = keras_ad.load(run)
+    images = np.random.default_rng(5).random((6, 32, 32, 3)).astype(np.float32)
+    return scorer.detector, images
+
+
+def test_search_lowers_the_loss_monotonically_on_average(trained):
+    """On images the trained generator can make, G(z_true), the search closes in on them."""
+    detector, _ = trained
+    z_true = np.random.default_rng(7).uniform(-1, 1, (6, detector.latent_dim)).astype(np.float32)
+    images = (detector.generator(z_true, training=False).numpy() + 1) / 2
+    search = tf.function(lambda x, steps: detector.search(x, steps=steps)[0], reduce_retracing=True)
+    means = [float(np.mean(search(images, steps))) for steps in (0, 10, 20, 40, 80)]
+    assert all(later < earlier for earlier, later in zip(means, means[1:])), means
+    assert means[-1] < 0.25 * means[0], means
+
+
+def test_scores_do_not_depend_on_order_or_batch(trained):
+    """Same starting latents for every image, per-image sums, inference-mode BN: a permuted batch gives
+    permuted scores, and an image scored alone gets the score it gets in the batch (§2.g.1, §2.g.5)."""
+    detector, images = trained
+    score = tf.function(lambda x: detector.score_and_map(x)[0])
+    together = score(images).numpy()
+    order = np.array([3, 0, 5, 1, 4, 2])
+    np.testing.assert_allclose(score(images[order]).numpy(), together[order], rtol=1e-5)
+    np.testing.assert_allclose(score(images[2:3]).numpy(), together[2:3], rtol=1e-5)
+
+
+def test_scoring_runs_batch_norm_in_inference_mode(trained):
+    """Moving statistics untouched by the search, and batch statistics unused: a batch of one copy of an
+    image and a batch of its copies score the same (training-mode BN would normalise them away)."""
+    detector, images = trained
+    bns = [layer for model in (detector.generator, detector.features, detector.encoder)
+           for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    before = [bn.moving_mean.numpy().copy() for bn in bns]
+    search = tf.function(lambda x: detector.search(x, steps=5)[0])
+    one = search(images[:1]).numpy()
+    copies = search(np.repeat(images[:1], 4, axis=0)).numpy()
+    np.testing.assert_allclose(copies, np.repeat(one, 4), rtol=1e-5)
+    for bn, mean in zip(bns, before):
+        np.testing.assert_array_equal(bn.moving_mean.numpy(), mean)
+
+
+def test_restarts_keep_the_best_start(trained):
+    detector, images = trained
+    many = build(_cfg(latent_dim=16, search_restarts=3, search_steps=5))
+    many.set_weights(detector.get_weights())
+    one = build(_cfg(latent_dim=16, search_restarts=1, search_steps=5))
+    one.set_weights(detector.get_weights())
+    np.testing.assert_array_equal(many.initial_latents[:1], one.initial_latents)  # restart 0 = the single start
+    best = tf.function(lambda x: many.search(x)[0])(images).numpy()
+    first = tf.function(lambda x: one.search(x)[0])(images).numpy()
+    assert np.all(best <= first + 1e-3)
+
+
+def test_edge_variant_is_the_encoder_without_search(trained):
+    detector, images = trained
+    score, residual_map = detector.score_and_map(tf.constant(images), "edge")
+    expected, generated, _ = detector.search(tf.constant(images), init="encoder", steps=0)
+    np.testing.assert_allclose(score, expected, rtol=1e-6)
+    np.testing.assert_allclose(residual_map, np.abs(images * 2 - 1 - generated.numpy()).mean(-1), atol=1e-6)
+
+
+def test_encoder_phase_trains_only_the_encoder():
+    model = build(_cfg())
+    model.enter_phase(1)
+    model.compile_phase(1e-3, 0.0)
+    frozen = [v.numpy().copy() for v in model.generator.weights + model.discriminator.weights]
+    encoder = [v.numpy().copy() for v in model.encoder.trainable_variables]
+    model.train_step(tf.random.stateless_uniform((4, 32, 32, 3), seed=(1, 1)))
+    for v, before in zip(model.generator.weights + model.discriminator.weights, frozen):
+        np.testing.assert_array_equal(v.numpy(), before)  # BN moving statistics included
+    assert any(not np.array_equal(v.numpy(), b) for v, b in zip(model.encoder.trainable_variables, encoder))
+
+
+def _pixel_latents(self, x):
+    """A z per image computed from its pixels: the same z for an image on any replica."""
+    return tf.tanh(3.0 * tf.reshape(x, [tf.shape(x)[0], -1])[:, :self.latent_dim])
+
+
+def _one_step(strategy, cfg, initial, images):
+    with strategy.scope():
+        model = build(cfg)
+        model.set_weights(initial)
+        model.compile(optimizer=keras.optimizers.SGD(1e-2))  # SGD: Adam's first step hides gradient scale
+        model.d_optimizer = keras.optimizers.SGD(1e-2)
+        model.optimizer.build(model.generator.trainable_variables)
+        model.d_optimizer.build(model.discriminator.trainable_variables)
+    model.fit(tf.data.Dataset.from_tensor_slices(images).batch(len(images)), epochs=1, shuffle=False, verbose=0)
+    return model.get_weights()
+
+
+def test_mirrored_step_equals_one_device_step(two_replicas, monkeypatch):
+    """One D and two G updates on two replicas equal those on one device (synchronised BN, averaged BCE).
+
+    Compared as in test_ganomaly2d: weights to 5 % of the largest update, the whole update's size to 1 %.
+    """
+    monkeypatch.setattr(a.AnoGAN, "sample_latents", _pixel_latents)
+    cfg = _cfg(filters=4, latent_dim=16)
+    keras.utils.set_random_seed(0)
+    initial = build(cfg).get_weights()
+    images = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
+    single = _one_step(tf.distribute.get_strategy(), cfg, initial, images)
+    mirrored = _one_step(two_replicas, cfg, initial, images)
+    single_steps = [s - i for s, i in zip(single, initial)]
+    mirrored_steps = [m - i for m, i in zip(mirrored, initial)]
+    assert max(float(np.abs(d).max()) for d in single_steps) > 1e-4
+    for s, m in zip(single_steps, mirrored_steps):
+        np.testing.assert_allclose(m, s, atol=0.05 * float(np.abs(s).max()) + 1e-7)
+    ratio = np.sqrt(sum(float((m ** 2).sum()) for m in mirrored_steps) / sum(float((s ** 2).sum()) for s in single_steps))
+    assert ratio == pytest.approx(1.0, abs=0.01)
