@@ -101,6 +101,36 @@ def test_preprocess_resizes_converts_and_scales():
     assert floats.shape == (1, 32, 32, 3) and np.allclose(floats, 0.5)
 
 
+def test_file_pattern_filters_every_folder(tiny_data, tmp_path):
+    """data.pattern is AnoGAN's --input_fname_pattern: only matching files train, validate and test."""
+    root = _copy(tiny_data, tmp_path)
+    for folder in (root / "train" / "good", root / "test" / "good", root / "test" / "stain"):
+        first = sorted(folder.glob("*.png"))[0]
+        Image.open(first).convert("RGB").save(first.with_suffix(".jpg"))
+    everything = layouts.discover(_cfg(root).data)
+    jpgs = layouts.discover(_cfg(root, pattern="*.jpg").data)
+    assert len(jpgs.train) + len(jpgs.val) == 1 and [s.defect for s in jpgs.test] == ["good", "stain"]
+    assert len(everything.train) + len(everything.val) == 41
+    with pytest.raises(DataError, match=r"matching '\*.bmp'.*data.pattern"):
+        layouts.discover(_cfg(root, pattern="*.bmp").data)
+
+
+def test_center_crop_takes_the_middle_before_resizing():
+    """data.center_crop is AnoGAN's --crop (§2.a): the central window, then the resize, in the graph."""
+    image = np.zeros((1, 60, 80, 3), np.uint8)
+    image[:, 10:50, 20:60] = 255  # a 40x40 white centre
+    cropped = preprocess(image, 32, 3, center_crop=40).numpy()
+    assert cropped.shape == (1, 32, 32, 3) and cropped.min() > 0.9999
+    assert preprocess(image, 32, 3).numpy().min() < 1e-6
+    import tensorflow as tf
+
+    dynamic = tf.function(lambda x: preprocess(x, 32, 3, center_crop=40),
+                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    np.testing.assert_allclose(dynamic(image).numpy(), cropped, atol=1e-6)  # unknown sizes: the same window
+    np.testing.assert_allclose(preprocess(image[:, :30, :30], 32, 3, center_crop=40).numpy(),
+                               preprocess(image[:, :30, :30], 32, 3).numpy())  # smaller than the crop: whole
+
+
 def test_augmentation_keeps_shape_range_and_is_seeded(tiny_data):
     cfg = _cfg(tiny_data)
     images, _, _ = pipeline.load_images(layouts.discover(cfg.data).train[:8], cfg.data)

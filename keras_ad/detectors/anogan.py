@@ -268,18 +268,21 @@ class AnoGAN(Detector):
         lam = self.discrimination_weight
         return (1.0 - lam) * residual + lam * discrimination, generated
 
-    def _score_map_generated(self, images, variant):
-        if variant == "edge":  # z = E(x), no search: a forward graph for TFLite and ONNX
-            loss, generated, _ = self.search(images, init="encoder", steps=0)
-        else:
-            loss, generated, _ = self.search(images, init=self.search_init)
-        residual_map = tf.reduce_mean(tf.abs(images * 2.0 - 1.0 - generated), axis=-1)
-        return loss, residual_map, generated
+    def scored_search(self, images, init: str = "random", steps: int | None = None):
+        """(score L(z*) [N], map mean_c |x - G(z*)| [N, H, W] in [-1, 1] units, G(z*)) of one search."""
+        loss, generated, _ = self.search(images, init, steps)
+        return loss, tf.reduce_mean(tf.abs(images * 2.0 - 1.0 - generated), axis=-1), generated
 
     def score_and_map(self, images, variant="default"):
-        """Score L(z*) and map mean_c |x - G(z*)| (in [-1, 1] units) of the default or the edge variant."""
-        loss, residual_map, _ = self._score_map_generated(images, variant)
+        """The default variant searches as configured; "edge" takes z = E(x) with no search, a forward
+        graph that TFLite and ONNX run."""
+        loss, residual_map, _ = self._variant_search(images, variant)
         return loss, residual_map
+
+    def _variant_search(self, images, variant):
+        if variant == "edge":
+            return self.scored_search(images, init="encoder", steps=0)
+        return self.scored_search(images, init=self.search_init)
 
     def anomaly_map(self, images):
         return self.score_and_map(images)[1]
@@ -294,7 +297,7 @@ class AnoGAN(Detector):
         samples = self.generator(self.display_latents[:len(images)], training=False)
         panels = {"input": images, "samples G(z)": (samples + 1.0) / 2.0}
         if self.phase == "encoder":
-            _, residual_map, generated = self._score_map_generated(tf.convert_to_tensor(images, tf.float32), "edge")
+            _, residual_map, generated = self._variant_search(tf.convert_to_tensor(images, tf.float32), "edge")
             panels.update({"G(E(x))": (generated + 1.0) / 2.0, "edge anomaly map": residual_map})
         return panels
 
