@@ -54,6 +54,24 @@ TINY_DETECTORS = {
 }
 
 
+def assert_same_update(initial, single, mirrored, floor=1e-7):
+    """A training step under MirroredStrategy changed the weights as the one-device step did.
+
+    Single weights to 5 % of their variable's largest update (float noise in ReLU kinks and batch sums
+    moves a few), the size of the whole update to 1 %: a loss reduced with the wrong scale is off by
+    100 %. `floor`: an absolute tolerance for updates that are float noise.
+    """
+    import numpy as np
+
+    single_steps = [s - i for s, i in zip(single, initial)]
+    mirrored_steps = [m - i for m, i in zip(mirrored, initial)]
+    assert max(float(np.abs(d).max()) for d in single_steps) > 1e-4, "the step hardly changed anything"
+    for s, m in zip(single_steps, mirrored_steps):
+        np.testing.assert_allclose(m, s, atol=0.05 * float(np.abs(s).max()) + floor)
+    ratio = np.sqrt(sum(float((m ** 2).sum()) for m in mirrored_steps) / sum(float((s ** 2).sum()) for s in single_steps))
+    assert abs(ratio - 1.0) <= 0.01, ratio
+
+
 def tiny_config_dict(data_root, run_dir, detector_name="cae", **sections):
     """A config that trains in seconds: 32x32 images, 2 epochs."""
     cfg = {
