@@ -54,6 +54,24 @@ TINY_DETECTORS = {
 }
 
 
+def one_sgd_step(strategy, cfg, initial, images, learning_rate):
+    """The weights of a GAN detector (`optimizer` for its generator, `d_optimizer`) after one fit()
+    step on `images` from `initial` under `strategy`; SGD, as Adam's first step hides gradient scale."""
+    import keras
+
+    from keras_ad.detectors import build
+
+    with strategy.scope():
+        model = build(cfg)
+        model.set_weights(initial)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate))
+        model.d_optimizer = keras.optimizers.SGD(learning_rate)
+        model.optimizer.build(model.generator_variables)
+        model.d_optimizer.build(model.discriminator.trainable_variables)
+    model.fit(tf.data.Dataset.from_tensor_slices(images).batch(len(images)), epochs=1, shuffle=False, verbose=0)
+    return model.get_weights()
+
+
 def assert_same_update(initial, single, mirrored, floor=1e-7):
     """A training step under MirroredStrategy changed the weights as the one-device step did.
 

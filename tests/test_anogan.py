@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import keras_ad
-from conftest import assert_same_update
+from conftest import assert_same_update, one_sgd_step
 from keras_ad import config
 from keras_ad.detectors import anogan as a
 from keras_ad.detectors import build
@@ -155,18 +155,6 @@ def _pixel_latents(self, x):
     return tf.tanh(3.0 * tf.reshape(x, [tf.shape(x)[0], -1])[:, :self.latent_dim])
 
 
-def _one_step(strategy, cfg, initial, images):
-    with strategy.scope():
-        model = build(cfg)
-        model.set_weights(initial)
-        model.compile(optimizer=keras.optimizers.SGD(1e-2))  # SGD: Adam's first step hides gradient scale
-        model.d_optimizer = keras.optimizers.SGD(1e-2)
-        model.optimizer.build(model.generator.trainable_variables)
-        model.d_optimizer.build(model.discriminator.trainable_variables)
-    model.fit(tf.data.Dataset.from_tensor_slices(images).batch(len(images)), epochs=1, shuffle=False, verbose=0)
-    return model.get_weights()
-
-
 def test_mirrored_step_equals_one_device_step(two_replicas, monkeypatch):
     """One D and two G updates on two replicas equal those on one device (synchronised BN, averaged BCE).
 
@@ -179,7 +167,7 @@ def test_mirrored_step_equals_one_device_step(two_replicas, monkeypatch):
     keras.utils.set_random_seed(0)
     initial = build(cfg).get_weights()
     images = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
-    single = _one_step(tf.distribute.get_strategy(), cfg, initial, images)
-    mirrored = _one_step(two_replicas, cfg, initial, images)
+    single = one_sgd_step(tf.distribute.get_strategy(), cfg, initial, images, 1e-2)
+    mirrored = one_sgd_step(two_replicas, cfg, initial, images, 1e-2)
     largest = max(float(np.abs(s - i).max()) for s, i in zip(single, initial))
     assert_same_update(initial, single, mirrored, floor=1e-3 * largest)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_same_update
+from conftest import assert_same_update, one_sgd_step
 
 from keras_ad import config
 from keras_ad.detectors import build
@@ -95,18 +95,6 @@ def test_map_of_an_image_does_not_depend_on_the_batch(latent):
         assert together[0, 0, 0] != together[0, 0, 16]
 
 
-def _one_step(strategy, cfg, initial, images):
-    with strategy.scope():
-        model = build(cfg)
-        model.set_weights(initial)
-        model.compile(optimizer=keras.optimizers.SGD(1e-3))  # SGD: Adam's first step hides gradient scale
-        model.d_optimizer = keras.optimizers.SGD(1e-3)
-        model.optimizer.build(model.generator_variables)
-        model.d_optimizer.build(model.discriminator.trainable_variables)
-    model.fit(tf.data.Dataset.from_tensor_slices(images).batch(len(images)), epochs=1, shuffle=False, verbose=0)
-    return model.get_weights()
-
-
 @pytest.mark.parametrize("latent", ["2d", "1d"])
 def test_mirrored_step_equals_one_device_step(latent, two_replicas):
     """Same update on two replicas as on one device (synchronised batch norm, sums vs averages right).
@@ -121,8 +109,8 @@ def test_mirrored_step_equals_one_device_step(latent, two_replicas):
     keras.utils.set_random_seed(0)
     initial = build(cfg).get_weights()
     images = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
-    single = _one_step(tf.distribute.get_strategy(), cfg, initial, images)
-    mirrored = _one_step(two_replicas, cfg, initial, images)
+    single = one_sgd_step(tf.distribute.get_strategy(), cfg, initial, images, 1e-3)
+    mirrored = one_sgd_step(two_replicas, cfg, initial, images, 1e-3)
     assert_same_update(initial, single, mirrored)
 
 

@@ -140,8 +140,8 @@ class AnoGAN(Detector):
         self.built = True  # functional parts are built; fit() must not call() a dummy batch (stack.md §3)
 
     @property
-    def metrics(self):
-        return list(self.trackers.values())
+    def generator_variables(self):
+        return self.generator.trainable_variables
 
     # -- training: DCGAN (§2.c, §2.d), then the encoder
     def training_phases(self, epochs, learning_rate, lr_decay):
@@ -157,7 +157,7 @@ class AnoGAN(Detector):
         self.compile(optimizer=adam(learning_rate, lr_decay, ADAM_BETA_1, TF1_ADAM_EPSILON))
         self.d_optimizer = adam(learning_rate, lr_decay, ADAM_BETA_1, TF1_ADAM_EPSILON)
         self.e_optimizer = adam(learning_rate, lr_decay, ADAM_BETA_1, TF1_ADAM_EPSILON)
-        self.optimizer.build(self.generator.trainable_variables)
+        self.optimizer.build(self.generator_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.e_optimizer.build(self.encoder.trainable_variables)
 

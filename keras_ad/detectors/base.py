@@ -37,6 +37,12 @@ class Detector(keras.Model):
     Inputs are pre-processed images: float32 [N, H, W, C] in [0, 1] (see `keras_ad.scoring.preprocess`).
     """
 
+    @property
+    def metrics(self):
+        """A custom train_step's loss trackers (`self.trackers`, reset by fit every epoch), else Keras'."""
+        trackers = getattr(self, "trackers", None)
+        return list(trackers.values()) if trackers else super().metrics
+
     #: The scoring graphs this detector offers. "default" is the method itself; a detector whose
     #: method cannot run on TFLite/ONNX (AnoGAN's gradient search) adds a device-friendly "edge" one.
     variants = ("default",)

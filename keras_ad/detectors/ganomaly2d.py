@@ -169,10 +169,6 @@ class GANomaly(Detector):
         self.built = True  # functional parts are built; fit() must not call() a dummy batch (stack.md §3)
 
     @property
-    def metrics(self):
-        return list(self.trackers.values())
-
-    @property
     def generator_variables(self):
         return (self.encoder.trainable_variables + self.decoder.trainable_variables
                 + self.encoder2.trainable_variables)
