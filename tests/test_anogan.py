@@ -171,3 +171,56 @@ def test_mirrored_step_equals_one_device_step(two_replicas, monkeypatch):
     mirrored = one_sgd_step(two_replicas, cfg, initial, images, 1e-2)
     largest = max(float(np.abs(s - i).max()) for s, i in zip(single, initial))
     assert_same_update(initial, single, mirrored, floor=1e-3 * largest)
+
+
+def test_calibration_and_report_cover_the_edge_variant(train_tiny, trained_run, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from keras_ad.cli import main
+
+    run = train_tiny("anogan")
+    calibration = json.loads((run / "calibration.json").read_text())
+    report = json.loads((run / "report.json").read_text())
+    assert calibration["variants"]["edge"]["pixel_threshold"] != calibration["pixel_threshold"]
+    assert 0.0 <= report["variants"]["edge"]["image_auroc"] <= 1.0
+    assert report["variants"]["edge"]["calibrated_decision"]["pixel_threshold"] == \
+        calibration["variants"]["edge"]["pixel_threshold"]
+    image = str(next((run / "samples").glob("*.png")))  # any image file will do
+    for folder, variant, words in ((run, "nope", "anogan offers default, edge"), (trained_run, "edge", "cae offers default")):
+        result = CliRunner().invoke(main, ["score", "--run", str(folder), image, "--variant", variant,
+                                           "--out", str(tmp_path / variant)])
+        assert result.exit_code == 2 and words in result.output, result.output
+        assert result.output.count("\n") == 1  # one line, no traceback
+
+
+def test_anogan_trains_on_grey_digits_leaving_one_class_out(tmp_path):
+    """Grey images end to end (the seed's MNIST setting, §2.a) on scikit-learn's 8x8 digits."""
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from keras_ad.cli import main
+
+    digits = load_digits()
+    for i, (image, label) in enumerate(zip(digits.images, digits.target)):
+        if label < 2:
+            folder = tmp_path / "digits" / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((image * 16).clip(0, 255).astype("uint8")).save(folder / f"{i:04d}.png")
+    cfg = {"run": {"dir": str(tmp_path / "run")},
+           "data": {"layout": "one_class", "root": str(tmp_path / "digits"), "abnormal_class": "1",
+                    "image_size": 32, "channels": 1},
+           "detector": {"name": "anogan", "filters": 8, "latent_dim": 16, "search_steps": 5},
+           "train": {"epochs": 1, "batch_size": 32, "augment": False}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "c.yaml")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["n_defective"] == int((digits.target == 1).sum())
+    assert set(report["variants"]) == {"edge"}
+    assert (tmp_path / "run" / "samples" / "epoch-00002.png").is_file()  # the encoder phase's grid
