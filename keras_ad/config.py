@@ -83,7 +83,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                  "(AnoGAN's --crop, 108 for CelebA, §2.a); part of the scoring graph"),
     },
     "detector": {
-        "name": Field("cae", choices=("cae", "ganomaly2d", "anogan")),
+        "name": Field("cae", choices=("cae", "ganomaly2d", "anogan", "piad")),
     },
     "train": {
         "epochs": Field(AUTO, int, low=1, high=100000, allow=(AUTO,),
@@ -164,6 +164,22 @@ DETECTOR_PARAMS: dict[str, dict[str, Field]] = {
     },
 }
 
+DETECTOR_PARAMS["piad"] = {
+    "latent_dim": Field(32, int, low=1, high=4096, doc="latent 1x1xd; MNIST/COIL 32, CIFAR-10 256, CelebA 64 (§1.b)"),
+    "generator_dims": Field([32, 32, 32, 32], list, doc="G widths, log2(2·size/4) entries (§1.b table)"),
+    "encoder_dims": Field([32, 32, 32, 32], list, doc="E widths (§1.b table)"),
+    "image_critic_dims": Field([32, 32, 32, 32], list, doc="D_x widths (§1.b table)"),
+    "latent_critic_dims": Field([128, 128], list, doc="D_z hidden widths (§1.b table)"),
+    "n_dis": Field(2, int, low=1, high=10, doc="critic steps per E/G step: 2, 3 for CelebA and LSUN (§1.d)"),
+    "critic_learning_rate": Field(5e-4, float, low=0.0, high=1.0, doc="Adam for D_x and D_z (§1.d)"),
+    "weight_decay": Field(1e-8, float, low=0.0, high=1.0, doc="coupled L2 of every Adam (§1.d)"),
+    "weight_policy": Field(True, bool, doc="gradient-normalising weights w_E, w_G (§1.c); false: 1"),
+    "weight_update_every": Field(100, int, low=1, doc="iterations between weight updates (§1.c)"),
+    "perceptual_weights": Field("torchvision", doc="VGG19: torchvision (a converted file, see "
+                                "scripts/convert_torchvision_vgg19.py) | keras-imagenet | none | <file>"),
+    "perceptual_stats": Field(None, allow=OPTIONAL, doc="relu4_2 mean/std JSON for weights other than torchvision's"),
+}
+
 # What `auto` means per detector (and variant), from the papers; written into the run's config.
 PAPER_DEFAULTS = {
     "cae": {"train.learning_rate": 2e-4, "train.lr_decay": 1e-5, "postprocess.reduction": "max"},
@@ -171,6 +187,7 @@ PAPER_DEFAULTS = {
                    "detector.filters": 64, "detector.w_adv": 1.0, "detector.w_con": 10.0, "detector.w_enc": 10.0},
     "anogan": {"train.learning_rate": 2e-4, "train.lr_decay": 0.0, "postprocess.reduction": "detector",
                "detector.search_steps": 500, "detector.search_lr": 0.02},
+    "piad": {"train.learning_rate": 1e-4, "train.lr_decay": 0.0, "postprocess.reduction": "detector"},
     "ganomaly": {"train.learning_rate": 2e-4, "train.lr_decay": 0.0, "postprocess.reduction": "mean",
                  "detector.filters": 64, "detector.w_adv": 1.0, "detector.w_con": 50.0, "detector.w_enc": 1.0},
 }
@@ -293,6 +310,20 @@ def _check_section(section, given, fields, source):
             for key, field in fields.items()}
 
 
+def _check_piad_dims(det, size, source):
+    """Each width list needs log2(2·size/4) entries (§1.b); size a power of two >= 16."""
+    if size & (size - 1):
+        raise ConfigError(source, "data.image_size", f"piad needs a power of two (32, 64, ...); got {size}")
+    needed = (2 * size // 4).bit_length() - 1
+    for key in ("generator_dims", "encoder_dims", "image_critic_dims"):
+        dims = det[key]
+        if len(dims) != needed or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+            raise ConfigError(source, f"detector.{key}", f"needs {needed} positive integers for {size}x{size} "
+                                                         f"images (§1.b); got {dims!r}")
+    if not det["latent_critic_dims"] or not all(isinstance(d, int) and d > 0 for d in det["latent_critic_dims"]):
+        raise ConfigError(source, "detector.latent_critic_dims", f"needs positive integers; got {det['latent_critic_dims']!r}")
+
+
 def _check_consistency(values, source):
     data, det = values["data"], values["detector"]
     if data["root"] is None:
@@ -307,9 +338,11 @@ def _check_consistency(values, source):
         if det["latent"] == "1d" and data["image_size"] & (data["image_size"] - 1):
             raise ConfigError(source, "data.image_size", f"the 1d (GANomaly, DCGAN) variant needs a power of two; "
                                                          f"got {data['image_size']}")
-    if values["postprocess"]["reduction"] == "detector" and det["name"] != "anogan":
-        raise ConfigError(source, "postprocess.reduction", f"'detector' is AnoGAN's own score; {det['name']} "
-                                                           f"scores from its map: use max, topk_mean or mean")
+    if values["postprocess"]["reduction"] == "detector" and det["name"] not in ("anogan", "piad"):
+        raise ConfigError(source, "postprocess.reduction", f"'detector' is AnoGAN's and PIAD's own score; "
+                                                           f"{det['name']} scores from its map: use max, topk_mean or mean")
+    if det["name"] == "piad":
+        _check_piad_dims(det, data["image_size"], source)
     if det["name"] == "anogan" and data["image_size"] % 16:
         raise ConfigError(source, "data.image_size", f"anogan's generator starts at image_size / 16 (§2.b): needs "
                                                      f"a multiple of 16; got {data['image_size']}")

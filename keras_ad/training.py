@@ -134,12 +134,11 @@ def train(cfg, run: Run, resume: bool = False):
     replicas = strategy.num_replicas_in_sync
     print(f"training {cfg.detector.name} on {len(train_images)} images ({len(val_images)} validation), "
           f"{epochs} epochs, batch {cfg.train.batch_size}, {replicas} replica(s)", flush=True)
-    train_ds = pipeline.training_dataset(train_images, cfg.train)
-    val_ds = pipeline.eval_dataset(val_images, cfg.train.batch_size) if len(val_images) else None
-    samples = (val_images if len(val_images) else train_images)[:8]
-
     with strategy.scope():
         model = detectors.build(cfg)
+    train_ds = pipeline.training_dataset(train_images, cfg.train, cfg.train.batch_size * model.batches_per_step)
+    val_ds = pipeline.eval_dataset(val_images, cfg.train.batch_size) if len(val_images) else None
+    samples = (val_images if len(val_images) else train_images)[:8]
     state = None
     checkpoint = latest_checkpoint(run) if resume else None
     start = 0

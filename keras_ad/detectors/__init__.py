@@ -9,6 +9,7 @@ REGISTRY = {
     "cae": "keras_ad.detectors.cae:from_config",
     "ganomaly2d": "keras_ad.detectors.ganomaly2d:from_config",
     "anogan": "keras_ad.detectors.anogan:from_config",
+    "piad": "keras_ad.detectors.piad:from_config",
 }
 
 

@@ -43,6 +43,10 @@ class Detector(keras.Model):
         trackers = getattr(self, "trackers", None)
         return list(trackers.values()) if trackers else super().metrics
 
+    #: Batches of train.batch_size images one train_step consumes (PIAD: n_dis critic steps + one E/G
+    #: step, each on fresh images).
+    batches_per_step = 1
+
     #: The scoring graphs this detector offers. "default" is the method itself; a detector whose
     #: method cannot run on TFLite/ONNX (AnoGAN's gradient search) adds a device-friendly "edge" one.
     variants = ("default",)

@@ -44,3 +44,34 @@ class MaxLeakyReLU(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "negative_slope": self.negative_slope}
+
+
+class MinibatchStdDev(keras.layers.Layer):
+    """Appends one constant channel: the mean over (h, w, c) of the per-position standard deviation
+    across the batch, sqrt(mean_b (a - mean_b a)² + 1e-8) (PIAD's image critic, §1.b).
+
+    It uses the batch it is called on, in training and when the critic is evaluated for the gradient
+    penalty (§1.g.9); under tf.distribute that is the replica's part of the batch.
+    """
+
+    def call(self, x):
+        std = tf.sqrt(tf.reduce_mean(tf.square(x - tf.reduce_mean(x, axis=0, keepdims=True)), axis=0) + 1e-8)
+        channel = tf.ones_like(x[..., :1]) * tf.reduce_mean(std)
+        return tf.concat([x, channel], axis=-1)
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-1], None if shape[-1] is None else shape[-1] + 1)
+
+
+class NearestUpsample2x(keras.layers.Layer):
+    """Nearest-neighbour x2 upsampling (PyTorch Upsample(scale_factor=2)) as broadcast + reshape with the
+    static sizes: Keras' UpSampling2D goes through a dynamic tf.repeat that loses the channel size, and
+    TFLite then cannot lower the convolutions that follow to builtins."""
+
+    def call(self, x):
+        h, w, c = x.shape[1], x.shape[2], x.shape[3]
+        grown = tf.broadcast_to(x[:, :, None, :, None, :], [tf.shape(x)[0], h, 2, w, 2, c])
+        return tf.reshape(grown, [-1, 2 * h, 2 * w, c])
+
+    def compute_output_shape(self, shape):
+        return (shape[0], 2 * shape[1], 2 * shape[2], shape[3])

@@ -1,0 +1,452 @@
+"""`piad`: Perceptual Image Anomaly Detection (Tuluptceva et al. 2019), detectors.md §1.
+
+An encoder E maps images to a N(0, I) latent and a generator G maps latents back; each mapping is
+learned adversarially with a WGAN-GP critic (D_x on images, D_z on latents), and E and G are tied by
+the relative-perceptual-L1 reconstruction loss on VGG19 relu4_2 features, weighted per network by the
+gradient-normalising weight policy. Score: relative-perceptual-L1(x, G(E(x))) (§1.e); the map (ours)
+is its per-position part, upsampled from the relu4_2 grid.
+
+Work in progress on branch piad-wip (issue #4): networks, losses, weight policy and the train step;
+data protocols, configs, run_all and the benchmarks are not written yet.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from keras_ad.detectors.base import Detector, images_of
+from keras_ad.detectors.blocks import LEAKY_SLOPE, MaxLeakyReLU, MinibatchStdDev, NearestUpsample2x
+
+LEAKY_GAIN = math.sqrt(2.0 / (1.0 + LEAKY_SLOPE ** 2))  # PyTorch calculate_gain('leaky_relu', 0.2)
+# Every conv kernel of G, E and D_x: He-normal, fan_out, LeakyReLU gain (§1.b)
+CONV_INIT = keras.initializers.VarianceScaling(LEAKY_GAIN ** 2, mode="fan_out", distribution="untruncated_normal")
+GRADIENT_PENALTY = 10.0  # every config, §1.c
+NORM_PENALTY = 0.001
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's normalisation before VGG19 (§1.c.1)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ---------------------------------------------------------------- layers (§1.b)
+def conv(x, filters, kernel, padding="same"):
+    """Conv with a bias, He-normal fan_out kernel, PyTorch's default bias U(±1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(kernel * kernel * x.shape[-1])
+    return layers.Conv2D(filters, kernel, padding=padding, kernel_initializer=CONV_INIT,
+                         bias_initializer=keras.initializers.RandomUniform(-bound, bound))(x)
+
+
+def _skip(x, filters):
+    return x if x.shape[-1] == filters else conv(x, filters, 1)
+
+
+def up_block(x, filters):
+    """Pre-activation residual: LReLU, nearest x2, conv, LReLU, conv; skip: x2 (and 1x1 conv)."""
+    main = NearestUpsample2x()(MaxLeakyReLU()(x))
+    main = conv(MaxLeakyReLU()(conv(main, filters, 3)), filters, 3)
+    return layers.Add()([main, _skip(NearestUpsample2x()(x), filters)])
+
+
+def down_block(x, filters):
+    """Pre-activation residual: LReLU, conv, LReLU, conv, avg-pool 2; skip: avg-pool 2 (and 1x1 conv)."""
+    main = conv(MaxLeakyReLU()(conv(MaxLeakyReLU()(x), filters, 3)), filters, 3)
+    return layers.Add()([layers.AveragePooling2D(2)(main), _skip(layers.AveragePooling2D(2)(x), filters)])
+
+
+def preact_res(x, filters):
+    main = conv(MaxLeakyReLU()(conv(MaxLeakyReLU()(x), filters, 3)), filters, 3)
+    return layers.Add()([main, _skip(x, filters)])
+
+
+# ---------------------------------------------------------------- networks (§1.b, latent_res = 1)
+def check_dims(dims, size, what):
+    needed = int(round(math.log2(2 * size / 4)))
+    if len(dims) != needed:
+        raise ValueError(f"{what}: {len(dims)} widths given, {size}x{size} images need {needed} (§1.b)")
+
+
+def generator(size, channels, dims, latent_dim, name="generator"):
+    """z [1, 1, d] -> zero-pad 3 + conv 4x4 (a dense to 4x4) -> UpBlocks -> PreActRes -> LReLU, 1x1 conv.
+    Linear output: no tanh (§1.g.1)."""
+    check_dims(dims, size, "detector.generator_dims")
+    z = keras.Input((1, 1, latent_dim))
+    x = conv(layers.ZeroPadding2D(3)(z), dims[0], 4, padding="valid")
+    for width in dims[1:]:
+        x = up_block(x, width)
+    x = preact_res(x, dims[-1])
+    return keras.Model(z, conv(MaxLeakyReLU()(x), channels, 1), name=name)
+
+
+def _encoder_trunk(size, channels, dims, what):
+    check_dims(dims, size, what)
+    dims = [dims[0]] + list(dims)  # the list is prefixed with its first element (§1.b)
+    image = keras.Input((size, size, channels))
+    x = conv(image, dims[0], 3)
+    for width in dims[1:-1]:
+        x = down_block(x, width)
+    return image, x, dims[-1]
+
+
+def encoder(size, channels, dims, latent_dim, name="encoder"):
+    """conv 3x3 -> DownBlocks to 4x4 -> LReLU, conv 4x4 valid, LReLU -> 1x1 conv to z [1, 1, d]."""
+    image, x, width = _encoder_trunk(size, channels, dims, "detector.encoder_dims")
+    x = MaxLeakyReLU()(conv(MaxLeakyReLU()(x), width, 4, padding="valid"))
+    return keras.Model(image, conv(x, latent_dim, 1), name=name)
+
+
+def image_critic(size, channels, dims, name="image_critic"):
+    """The encoder template with one output and a MinibatchStdDev channel before the 4x4 conv."""
+    image, x, width = _encoder_trunk(size, channels, dims, "detector.image_critic_dims")
+    x = MaxLeakyReLU()(conv(MaxLeakyReLU()(MinibatchStdDev()(x)), width, 4, padding="valid"))
+    return keras.Model(image, layers.Flatten()(conv(x, 1, 1)), name=name)
+
+
+def latent_critic(latent_dim, dims, name="latent_critic"):
+    """Flattened z -> dense, LReLU, ... -> 1; Glorot-uniform kernels scaled by each layer's gain (§1.b)."""
+    z = keras.Input((1, 1, latent_dim))
+    x = layers.Flatten()(z)
+    for width in dims:
+        init = keras.initializers.VarianceScaling(LEAKY_GAIN ** 2, mode="fan_avg", distribution="uniform")
+        x = MaxLeakyReLU()(layers.Dense(width, kernel_initializer=init, bias_initializer=_torch_bias(x))(x))
+    out = layers.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(), bias_initializer=_torch_bias(x))(x)
+    return keras.Model(z, out, name=name)
+
+
+def _torch_bias(x):
+    bound = 1.0 / math.sqrt(x.shape[-1])
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+# ---------------------------------------------------------------- losses (§1.c)
+def wgan_gp_critic_loss(critic, real, fake, alpha):
+    """Per-batch WGAN-GP critic loss with PIAD's norm penalty:
+    mean D(f) - mean D(r) + 0.001·(mean D(r)² + mean D(f)²) + 10·mean_b (‖∇D(x̂_b)‖₂ - 1)²,
+    x̂ = α·r + (1 - α)·f with one α per sample; inputs are constants (detached)."""
+    real, fake = tf.stop_gradient(real), tf.stop_gradient(fake)
+    alpha = tf.reshape(alpha, [-1] + [1] * (real.shape.rank - 1))
+    mixed = alpha * real + (1.0 - alpha) * fake
+    with tf.GradientTape() as inner:
+        inner.watch(mixed)
+        mixed_out = critic(mixed, training=True)
+    gradient = inner.gradient(mixed_out, mixed)
+    norms = tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(gradient, [tf.shape(gradient)[0], -1])), axis=1))
+    d_real, d_fake = critic(real, training=True), critic(fake, training=True)
+    return (tf.reduce_mean(d_fake) - tf.reduce_mean(d_real)
+            + NORM_PENALTY * (tf.reduce_mean(tf.square(d_real)) + tf.reduce_mean(tf.square(d_fake)))
+            + GRADIENT_PENALTY * tf.reduce_mean(tf.square(norms - 1.0)))
+
+
+def relative_perceptual_l1(real_features, fake_features):
+    """Per sample: mean |φ̂(x) - φ̂(y)| / stopgrad(mean |φ̂(x)|), normalised by the *input's* features
+    only and not differentiated (§1.c.4, §1.g.4). Features are standardised already."""
+    difference = tf.reduce_mean(tf.abs(real_features - fake_features), axis=[1, 2, 3])
+    return difference / tf.stop_gradient(tf.reduce_mean(tf.abs(real_features), axis=[1, 2, 3]))
+
+
+# ---------------------------------------------------------------- VGG19 relu4_2 (§1.c.2)
+STATS_FILE = "piad_vgg19_relu4_2_stats.json"  # the released torchvision statistics (shared/design/assets)
+
+
+def vgg19_relu4_2(size, weights: str):
+    """Frozen VGG19 up to relu4_2 (Keras' `block4_conv2` output: conv + ReLU, zero padding).
+
+    weights: "none" (random, for offline runs and tests), "keras-imagenet" (Keras' download), or a
+    .weights.h5/.h5 file of a full VGG19 without top, e.g. torchvision's converted by
+    scripts/convert_torchvision_vgg19.py ("torchvision" alone asks for that file).
+    """
+    from keras_ad.errors import UsageError
+
+    if weights == "torchvision":
+        raise UsageError("detector.perceptual_weights: torchvision needs torchvision's VGG19 as a file; convert "
+                         "it with scripts/convert_torchvision_vgg19.py and set detector.perceptual_weights to "
+                         "the .weights.h5 it writes")
+    source = "imagenet" if weights == "keras-imagenet" else None
+    try:
+        full = keras.applications.VGG19(include_top=False, weights=source, input_shape=(size, size, 3))
+    except Exception as e:  # offline: urllib / HTTP errors
+        raise UsageError(f"detector.perceptual_weights: keras-imagenet could not download Keras' VGG19 ({e}); put "
+                         f"vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 in ~/.keras/models/ or set "
+                         f"detector.perceptual_weights to a weight file") from None
+    if weights not in ("none", "keras-imagenet"):
+        try:
+            full.load_weights(weights)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"detector.perceptual_weights: {weights}: cannot load VGG19 weights ({e}); give a "
+                             f"VGG19 (no top) weight file") from None
+    model = keras.Model(full.input, full.get_layer("block4_conv2").output, name="vgg19_relu4_2")
+    model.trainable = False
+    return model
+
+
+def feature_statistics(weights: str, stats_file: str | None = None):
+    """(mean, std) per relu4_2 channel for standardisation. The released file holds a standard deviation
+    under the name "var": divide by it as it is (§1.c.3, §1.g.3)."""
+    import json
+    import os
+
+    if weights == "none":  # random features: no released statistics apply
+        return np.zeros(512, np.float32), np.ones(512, np.float32)
+    path = stats_file or (None if weights == "keras-imagenet" else os.path.join(os.path.dirname(__file__), STATS_FILE))
+    if path is None:
+        from keras_ad.errors import UsageError
+
+        raise UsageError("detector.perceptual_stats: Keras' ImageNet VGG19 differs from torchvision's, whose "
+                         "released statistics do not apply (§1.g.2); recompute them for it and set "
+                         "detector.perceptual_stats to the file")
+    with open(path) as f:
+        stats = json.load(f)
+    return np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
+
+
+class PerceptualFeatures(keras.layers.Layer):
+    """[-1, 1] images -> standardised relu4_2 features φ̂: to [0, 1], grey repeated to RGB (§1.g.10),
+    the weights' own input normalisation, VGG19, (φ - μ) / σ."""
+
+    def __init__(self, vgg, mean, std, caffe_input=False, **kwargs):
+        super().__init__(**kwargs)
+        self.vgg, self.caffe_input = vgg, caffe_input
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)  # graph constants, not captures
+
+    def call(self, x):
+        x = x * 0.5 + 0.5
+        if x.shape[-1] == 1:
+            x = tf.repeat(x, 3, axis=-1)
+        if self.caffe_input:  # Keras' VGG19: BGR, 0..255, ImageNet mean subtracted
+            x = x[..., ::-1] * 255.0 - tf.constant([103.939, 116.779, 123.68])
+        else:  # torchvision: RGB, ImageNet mean and std
+            x = (x - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+        return (self.vgg(x, training=False) - tf.constant(self.mean)) / tf.constant(self.std)
+
+
+# ---------------------------------------------------------------- gradient-normalising weight policy (§1.c)
+class GradientWeightPolicy(keras.layers.Layer):
+    """w_M = median over kernels and over the smoothed history of std(∇L_adv) / std(∇L_rec), per network
+    M in (encoder, generator), from unweighted gradients of kernels only (biases excluded, §1.g.5-6).
+
+    `record(m, adv_stds, rec_stds)` appends one measurement and recomputes w_m: each history (the last
+    `history` measurements per kernel) is smoothed with an EWMA (y0 = s0, y_t = (1 - α)·y_{t-1} + α·s_t),
+    the ratios adv/rec of the smoothed values are pooled over kernels and time, and w_m is their median.
+    PyTorch's std is unbiased and this one is not; both losses share a tensor's size, so ratios agree.
+    """
+
+    def __init__(self, kernel_counts: dict, history=200, alpha=0.05, **kwargs):
+        super().__init__(**kwargs)
+        self.history_length, self.alpha = history, alpha
+        self.weights_by_net, self.buffers, self.counts = {}, {}, {}
+        for net, n in kernel_counts.items():
+            self.weights_by_net[net] = self.add_weight(shape=(), initializer="ones", trainable=False, name=f"w_{net}")
+            for loss in ("adv", "rec"):
+                self.buffers[f"{net}_{loss}"] = self.add_weight(shape=(history, n), initializer="zeros", trainable=False,
+                                                          name=f"{net}_{loss}_history")
+            self.counts[net] = self.add_weight(shape=(), initializer="zeros", trainable=False, name=f"{net}_count")
+
+    def weight(self, net):
+        return self.weights_by_net[net]
+
+    def record(self, net, adv_stds, rec_stds):
+        count = tf.minimum(self.counts[net] + 1.0, float(self.history_length))
+        self.counts[net].assign(count)
+        smoothed = {}
+        for loss, stds in (("adv", adv_stds), ("rec", rec_stds)):
+            buffer = self.buffers[f"{net}_{loss}"]
+            buffer.assign(tf.concat([buffer[1:], tf.reshape(tf.cast(stds, buffer.dtype), [1, -1])], axis=0))
+            smoothed[loss] = self._ewma(buffer, count)
+        valid = tf.range(self.history_length, dtype=count.dtype) >= self.history_length - count
+        ratios = tf.boolean_mask(smoothed["adv"] / smoothed["rec"], valid)
+        self.weights_by_net[net].assign(median(tf.reshape(ratios, [-1])))
+        return self.weights_by_net[net]
+
+    def _ewma(self, buffer, count):
+        valid = tf.range(self.history_length, dtype=count.dtype) >= self.history_length - count
+
+        def step(carry, inputs):
+            y, started = carry
+            row, ok = inputs
+            new = tf.where(started, (1.0 - self.alpha) * y + self.alpha * row, row)
+            return tf.where(ok, new, y), tf.logical_or(started, ok)
+
+        start = (tf.zeros_like(buffer[0]), tf.constant(False))
+        smoothed, _ = tf.scan(step, (buffer, valid), initializer=start)
+        return smoothed
+
+
+def median(values):
+    """numpy.median of a 1-D tensor (the mean of the two middle values for an even count)."""
+    ordered = tf.sort(values)
+    n = tf.shape(ordered)[0]
+    return 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2])
+
+
+def kernel_gradient_stds(gradients, variables):
+    """std of the entries of every kernel's gradient (conv/dense kernels; biases excluded, §1.c)."""
+    return tf.stack([tf.math.reduce_std(g) for g, v in zip(gradients, variables) if _is_kernel(v)])
+
+
+def _is_kernel(variable):
+    return variable.path.endswith("kernel")
+
+
+# ---------------------------------------------------------------- the detector
+class PIAD(Detector):
+    """E, G, D_x, D_z and the frozen perceptual features; one train_step = n_dis critic steps and one
+    E/G step, each on its own slice of the batch (fresh x and z per step, §1.d, §1.g.8)."""
+
+    def __init__(self, encoder_model, generator_model, image_critic_model, latent_critic_model, features,
+                 n_dis=2, critic_learning_rate=5e-4, weight_decay=1e-8, weight_policy=True,
+                 weight_update_every=100, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder, self.generator = encoder_model, generator_model
+        self.image_critic, self.latent_critic = image_critic_model, latent_critic_model
+        self.features = features
+        self.n_dis, self.critic_learning_rate, self.weight_decay = n_dis, critic_learning_rate, weight_decay
+        self.use_weight_policy, self.weight_update_every = weight_policy, weight_update_every
+        self.latent_shape = tuple(encoder_model.output_shape[1:])
+        self.policy = GradientWeightPolicy({"encoder": _kernel_count(encoder_model),
+                                            "generator": _kernel_count(generator_model)})
+        self.iteration = self.add_weight(shape=(), initializer="zeros", trainable=False, dtype="int64",
+                                         name="iteration")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in
+                         ("image_critic_loss", "latent_critic_loss", "reconstruction", "adv_g", "adv_e",
+                          "w_encoder", "w_generator")}
+        self.built = True
+
+    @property
+    def batches_per_step(self):
+        """Each train_step consumes n_dis + 1 batches: one per critic step, one for E and G."""
+        return self.n_dis + 1
+
+    @property
+    def generator_variables(self):
+        return self.encoder.trainable_variables + self.generator.trainable_variables
+
+    @property
+    def critic_variables(self):
+        return self.image_critic.trainable_variables + self.latent_critic.trainable_variables
+
+    def compile_phase(self, learning_rate, lr_decay):
+        """Adam β (0.5, 0.99) for E∪G (lr 1e-4) and for each critic (lr 5e-4), §1.d."""
+        self.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.5, beta_2=0.99, epsilon=1e-8))
+        self.x_optimizer = keras.optimizers.Adam(self.critic_learning_rate, beta_1=0.5, beta_2=0.99, epsilon=1e-8)
+        self.z_optimizer = keras.optimizers.Adam(self.critic_learning_rate, beta_1=0.5, beta_2=0.99, epsilon=1e-8)
+        self.optimizer.build(self.generator_variables)
+        self.x_optimizer.build(self.image_critic.trainable_variables)
+        self.z_optimizer.build(self.latent_critic.trainable_variables)
+
+    def training_optimizers(self):
+        return [self.optimizer, self.x_optimizer, self.z_optimizer]
+
+    def sample_prior(self, n):
+        """z_real ~ N(0, I) of the latent's shape (§1.c)."""
+        return tf.random.normal([n, *self.latent_shape])
+
+    def sample_alpha(self, n):
+        """One interpolation weight α ~ U(0, 1) per sample for the gradient penalty (§1.c, §1.g.7)."""
+        return tf.random.uniform([n])
+
+    def _with_decay(self, gradients, variables):
+        """PyTorch's coupled weight decay: wd·θ added to the gradient before Adam (§0.1.6)."""
+        return [g + self.weight_decay * v for g, v in zip(gradients, variables)]
+
+    def train_step(self, data):
+        batches = tf.split(images_of(data) * 2.0 - 1.0, self.batches_per_step)
+        for x in batches[:-1]:
+            self._critic_step(x)
+        self._encoder_generator_step(batches[-1])
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def _critic_step(self, x):
+        n = tf.shape(x)[0]
+        z_real = self.sample_prior(n)
+        x_fake, z_fake = self.generator(z_real, training=True), self.encoder(x, training=True)
+        for critic, optimizer, real, fake, name in (
+                (self.image_critic, self.x_optimizer, x, x_fake, "image_critic_loss"),
+                (self.latent_critic, self.z_optimizer, z_real, z_fake, "latent_critic_loss")):
+            with tf.GradientTape() as tape:
+                loss = wgan_gp_critic_loss(critic, real, fake, self.sample_alpha(n))
+                scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            variables = critic.trainable_variables
+            optimizer.apply_gradients(zip(self._with_decay(tape.gradient(scaled, variables), variables), variables))
+            self.trackers[name].update_state(loss)
+
+    def _encoder_generator_step(self, x):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape(persistent=True) as tape:
+            z = self.encoder(x, training=True)
+            reconstruction = tf.reduce_mean(relative_perceptual_l1(self.features(x), self.features(self.generator(z, training=True))))
+            adv_g = -tf.reduce_mean(self.image_critic(self.generator(self.sample_prior(tf.shape(x)[0]), training=True), training=True))
+            adv_e = -tf.reduce_mean(self.latent_critic(z, training=True))
+        enc, gen = self.encoder.trainable_variables, self.generator.trainable_variables
+        grads = {key: [g / replicas for g in tape.gradient(loss, variables)] for key, loss, variables in (
+            ("rec_e", reconstruction, enc), ("rec_g", reconstruction, gen), ("adv_e", adv_e, enc), ("adv_g", adv_g, gen))}
+        del tape
+        self.iteration.assign_add(1)
+        if self.use_weight_policy:
+            tf.cond(self.iteration % self.weight_update_every == 0, lambda: self._update_weights(grads),
+                    lambda: tf.constant(True))
+        w_e, w_g = self.policy.weight("encoder"), self.policy.weight("generator")
+        gradients = ([w_e * r + a for r, a in zip(grads["rec_e"], grads["adv_e"])]
+                     + [w_g * r + a for r, a in zip(grads["rec_g"], grads["adv_g"])])
+        variables = enc + gen
+        self.optimizer.apply_gradients(zip(self._with_decay(gradients, variables), variables))
+        for name, value in (("reconstruction", reconstruction), ("adv_g", adv_g), ("adv_e", adv_e),
+                            ("w_encoder", w_e), ("w_generator", w_g)):
+            self.trackers[name].update_state(value)
+
+    def _update_weights(self, grads):
+        """Record the kernel-gradient stds of the global (all-replica) unweighted gradients (§1.c)."""
+        context = tf.distribute.get_replica_context()
+        total = {k: context.all_reduce("SUM", v) for k, v in grads.items()}
+        for net, variables in (("encoder", self.encoder.trainable_variables),
+                               ("generator", self.generator.trainable_variables)):
+            suffix = "e" if net == "encoder" else "g"
+            self.policy.record(net, kernel_gradient_stds(total[f"adv_{suffix}"], variables),
+                               kernel_gradient_stds(total[f"rec_{suffix}"], variables))
+        return tf.constant(True)
+
+    def test_step(self, data):
+        """Validation: the mean score, rel-perc-L1(x, G(E(x))) of good images."""
+        score, _ = self.score_and_map(images_of(data))
+        self.trackers["reconstruction"].update_state(score)
+        return {"reconstruction": self.trackers["reconstruction"].result()}
+
+    # -- scoring (§1.e)
+    def score_and_map(self, images, variant="default"):
+        """Score rel-perc-L1(x, G(E(x))); map (ours): mean_c |φ̂(x) - φ̂(x̂)| / mean|φ̂(x)| per relu4_2
+        position, bilinearly upsampled, whose spatial mean is the score."""
+        x = images * 2.0 - 1.0
+        real = self.features(x)
+        fake = self.features(self.generator(self.encoder(x, training=False), training=False))
+        per_position = tf.reduce_mean(tf.abs(real - fake), axis=-1, keepdims=True)
+        per_position = per_position / tf.reduce_mean(tf.abs(real), axis=[1, 2, 3], keepdims=True)
+        size = images.shape[1]
+        residual_map = tf.image.resize(per_position, [size, size], "bilinear")[..., 0]
+        return tf.reduce_mean(per_position, axis=[1, 2, 3]), residual_map
+
+    def anomaly_map(self, images):
+        return self.score_and_map(images)[1]
+
+    def sample_panels(self, images):
+        reconstruction = self.generator(self.encoder(images * 2.0 - 1.0, training=False), training=False)
+        return {"input": images, "reconstruction": tf.clip_by_value(reconstruction * 0.5 + 0.5, 0.0, 1.0),
+                "anomaly map": self.anomaly_map(images)}
+
+
+def _kernel_count(model):
+    return sum(1 for v in model.trainable_variables if _is_kernel(v))
+
+
+def from_config(cfg):
+    det, data = cfg.detector, cfg.data
+    size, channels = data.image_size, data.channels
+    vgg = vgg19_relu4_2(size, det.perceptual_weights)
+    mean, std = feature_statistics(det.perceptual_weights, det.perceptual_stats)
+    features = PerceptualFeatures(vgg, mean, std, caffe_input=det.perceptual_weights == "keras-imagenet")
+    return PIAD(encoder(size, channels, det.encoder_dims, det.latent_dim),
+                generator(size, channels, det.generator_dims, det.latent_dim),
+                image_critic(size, channels, det.image_critic_dims), latent_critic(det.latent_dim, det.latent_critic_dims),
+                features, n_dis=det.n_dis, critic_learning_rate=det.critic_learning_rate,
+                weight_decay=det.weight_decay, weight_policy=det.weight_policy,
+                weight_update_every=det.weight_update_every, name="piad")
