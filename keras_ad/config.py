@@ -175,8 +175,9 @@ DETECTOR_PARAMS["piad"] = {
     "weight_decay": Field(1e-8, float, low=0.0, high=1.0, doc="coupled L2 of every Adam (§1.d)"),
     "weight_policy": Field(True, bool, doc="gradient-normalising weights w_E, w_G (§1.c); false: 1"),
     "weight_update_every": Field(100, int, low=1, doc="iterations between weight updates (§1.c)"),
-    "perceptual_weights": Field("torchvision", doc="VGG19: torchvision (a converted file, see "
-                                "scripts/convert_torchvision_vgg19.py) | keras-imagenet | none | <file>"),
+    "perceptual_weights": Field("torchvision", doc="VGG19 for the perceptual loss: torchvision (the paper's; "
+                                "give its weights as a file), keras-imagenet, none (random, offline) or a "
+                                "Keras VGG19 (no top) weight file (§1.c, §1.g.2)"),
     "perceptual_stats": Field(None, allow=OPTIONAL, doc="relu4_2 mean/std JSON for weights other than torchvision's"),
 }
 

@@ -51,12 +51,15 @@ TINY_DETECTORS = {
     "ganomaly2d": {"name": "ganomaly2d", "latent": "2d", "filters": 8},
     "ganomaly": {"name": "ganomaly2d", "latent": "1d", "filters": 8},
     "anogan": {"name": "anogan", "filters": 8, "latent_dim": 16, "search_steps": 10},
+    "piad": {"name": "piad", "perceptual_weights": "none", "latent_dim": 8, "generator_dims": [8] * 4,
+             "encoder_dims": [8] * 4, "image_critic_dims": [8] * 4, "latent_critic_dims": [16, 16]},
 }
+DETECTOR_SCORE = ("anogan", "piad")  # detectors whose paper defines the image score (postprocess.reduction: detector)
 
 
 def one_sgd_step(strategy, cfg, initial, images, learning_rate):
-    """The weights of a GAN detector (`optimizer` for its generator, `d_optimizer`) after one fit()
-    step on `images` from `initial` under `strategy`; SGD, as Adam's first step hides gradient scale."""
+    """The weights of a detector after one fit() step on `images` from `initial` under `strategy`, with
+    SGD for every optimiser it has (Adam's first step hides the gradient scale)."""
     import keras
 
     from keras_ad.detectors import build
@@ -64,10 +67,7 @@ def one_sgd_step(strategy, cfg, initial, images, learning_rate):
     with strategy.scope():
         model = build(cfg)
         model.set_weights(initial)
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate))
-        model.d_optimizer = keras.optimizers.SGD(learning_rate)
-        model.optimizer.build(model.generator_variables)
-        model.d_optimizer.build(model.discriminator.trainable_variables)
+        model.install_optimizers(lambda name: keras.optimizers.SGD(learning_rate))
     model.fit(tf.data.Dataset.from_tensor_slices(images).batch(len(images)), epochs=1, shuffle=False, verbose=0)
     return model.get_weights()
 
@@ -97,8 +97,7 @@ def tiny_config_dict(data_root, run_dir, detector_name="cae", **sections):
         "data": {"layout": "folder", "root": str(data_root), "image_size": 32, "channels": 3},
         "detector": dict(TINY_DETECTORS[detector_name]),
         "train": {"epochs": 2, "batch_size": 8, "sample_every": 1},
-        # AnoGAN's score is its search loss; the others reduce their map
-        "postprocess": {"reduction": "detector" if detector_name == "anogan" else "topk_mean"},
+        "postprocess": {"reduction": "detector" if detector_name in DETECTOR_SCORE else "topk_mean"},
     }
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)

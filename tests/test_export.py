@@ -99,7 +99,9 @@ def test_int8_quantises_the_network_and_keeps_the_post_processing_in_float(expor
     produced = {i for op in details for i in op["outputs"]}
     assert all(op["inputs"][1] not in produced for op in details if op["op_name"] in ("CONV_2D", "TRANSPOSE_CONV"))
     assert ("CONV_2D", "int8") in ops
-    assert all(dtype != "int8" for name, dtype in ops if name in ("TOPK_V2", "MAX_POOL_2D", "SQUARED_DIFFERENCE"))
+    # the score and the map stay float (max-pools may be int8: PIAD's VGG19 has three; the decision's
+    # label propagation runs in the WHILE subgraph on float labels)
+    assert all(dtype != "int8" for name, dtype in ops if name in ("TOPK_V2", "SQUARED_DIFFERENCE"))
 
 
 def _device_command(script, *args):

@@ -154,15 +154,11 @@ class AnoGAN(Detector):
 
     def compile_phase(self, learning_rate, lr_decay):
         """Adam 2e-4, β1 0.5 (§2.d) for G, D and the encoder; all built now, whatever the phase."""
-        self.compile(optimizer=adam(learning_rate, lr_decay, ADAM_BETA_1, TF1_ADAM_EPSILON))
-        self.d_optimizer = adam(learning_rate, lr_decay, ADAM_BETA_1, TF1_ADAM_EPSILON)
-        self.e_optimizer = adam(learning_rate, lr_decay, ADAM_BETA_1, TF1_ADAM_EPSILON)
-        self.optimizer.build(self.generator_variables)
-        self.d_optimizer.build(self.discriminator.trainable_variables)
-        self.e_optimizer.build(self.encoder.trainable_variables)
+        self.install_optimizers(lambda name: adam(learning_rate, lr_decay, ADAM_BETA_1, TF1_ADAM_EPSILON))
 
-    def training_optimizers(self):
-        return [self.optimizer, self.d_optimizer, self.e_optimizer]
+    def optimizer_variables(self):
+        return {"optimizer": self.generator_variables, "d_optimizer": self.discriminator.trainable_variables,
+                "e_optimizer": self.encoder.trainable_variables}
 
     def sample_latents(self, x):
         """One z ~ U(-1, 1)^latent_dim per image of the training batch x (§2.c)."""

@@ -78,11 +78,25 @@ class Detector(keras.Model):
         """Called before phase `index` is compiled (freeze or unfreeze layers here)."""
 
     def compile_phase(self, learning_rate: float, lr_decay: float):
-        """Compile for one training phase and build every optimiser (inside the strategy's scope:
-        an optimiser built lazily in a replica context fails, stack.md §3)."""
-        self.compile(optimizer=adam(learning_rate, lr_decay))
-        self.optimizer.build(self.trainable_variables)
+        """Compile for one training phase and build every optimiser."""
+        self.install_optimizers(lambda name: adam(learning_rate, lr_decay))
+
+    def optimizer_variables(self) -> dict:
+        """Optimiser attribute -> the variables it trains; "optimizer" (the one `compile` holds) first.
+        A GAN adds its critics' optimisers ("d_optimizer", ...)."""
+        return {"optimizer": self.trainable_variables}
+
+    def install_optimizers(self, make):
+        """One optimiser `make(name)` per entry of `optimizer_variables`, built at once on its variables
+        (inside the strategy's scope: an optimiser built lazily in a replica context fails, stack.md §3)."""
+        for name, variables in self.optimizer_variables().items():
+            optimizer = make(name)
+            if name == "optimizer":
+                self.compile(optimizer=optimizer)
+            else:
+                setattr(self, name, optimizer)
+            optimizer.build(variables)
 
     def training_optimizers(self) -> list:
         """Every optimiser whose state a checkpoint must keep, in a fixed order."""
-        return [self.optimizer]
+        return [getattr(self, name) for name in self.optimizer_variables()]

@@ -64,14 +64,17 @@ class MinibatchStdDev(keras.layers.Layer):
 
 
 class NearestUpsample2x(keras.layers.Layer):
-    """Nearest-neighbour x2 upsampling (PyTorch Upsample(scale_factor=2)) as broadcast + reshape with the
-    static sizes: Keras' UpSampling2D goes through a dynamic tf.repeat that loses the channel size, and
-    TFLite then cannot lower the convolutions that follow to builtins."""
+    """Nearest-neighbour x2 upsampling (PyTorch Upsample(scale_factor=2)): each axis doubled by a concat
+    and a reshape with the static sizes. Keras' UpSampling2D goes through a dynamic tf.repeat that loses
+    the channel size (TFLite then cannot lower the next convolution), and a 6-D broadcast fails in
+    TFLite's int8 calibration (its slices take at most 5-D arrays)."""
 
     def call(self, x):
         h, w, c = x.shape[1], x.shape[2], x.shape[3]
-        grown = tf.broadcast_to(x[:, :, None, :, None, :], [tf.shape(x)[0], h, 2, w, 2, c])
-        return tf.reshape(grown, [-1, 2 * h, 2 * w, c])
+        wide = tf.expand_dims(x, 3)
+        x = tf.reshape(tf.concat([wide, wide], axis=3), [-1, h, 2 * w, c])
+        tall = tf.expand_dims(x, 2)
+        return tf.reshape(tf.concat([tall, tall], axis=2), [-1, 2 * h, 2 * w, c])
 
     def compute_output_shape(self, shape):
         return (shape[0], 2 * shape[1], 2 * shape[2], shape[3])

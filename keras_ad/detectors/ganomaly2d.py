@@ -183,13 +183,10 @@ class GANomaly(Detector):
     # -- training
     def compile_phase(self, learning_rate, lr_decay):
         beta_1 = 0.5 if self.latent == "1d" else 0.9  # GANomaly (0.5, 0.999); GANomaly2D PyTorch defaults
-        self.compile(optimizer=adam(learning_rate, lr_decay, beta_1, PYTORCH_ADAM_EPSILON))
-        self.d_optimizer = adam(learning_rate, lr_decay, beta_1, PYTORCH_ADAM_EPSILON)
-        self.optimizer.build(self.generator_variables)
-        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.install_optimizers(lambda name: adam(learning_rate, lr_decay, beta_1, PYTORCH_ADAM_EPSILON))
 
-    def training_optimizers(self):
-        return [self.optimizer, self.d_optimizer]
+    def optimizer_variables(self):
+        return {"optimizer": self.generator_variables, "d_optimizer": self.discriminator.trainable_variables}
 
     def train_step(self, data):
         x = images_of(data) * 2.0 - 1.0

@@ -6,8 +6,8 @@ the relative-perceptual-L1 reconstruction loss on VGG19 relu4_2 features, weight
 gradient-normalising weight policy. Score: relative-perceptual-L1(x, G(E(x))) (§1.e); the map (ours)
 is its per-position part, upsampled from the relu4_2 grid.
 
-Work in progress on branch piad-wip (issue #4): networks, losses, weight policy and the train step;
-data protocols, configs, run_all and the benchmarks are not written yet.
+In progress (issue #4): networks, losses, weight policy, train step, scoring and export are here; the
+one-class data protocols, configs, run_all, the VGG conversion script and the benchmarks are not.
 """
 
 from __future__ import annotations
@@ -154,15 +154,15 @@ def vgg19_relu4_2(size, weights: str):
     """Frozen VGG19 up to relu4_2 (Keras' `block4_conv2` output: conv + ReLU, zero padding).
 
     weights: "none" (random, for offline runs and tests), "keras-imagenet" (Keras' download), or a
-    .weights.h5/.h5 file of a full VGG19 without top, e.g. torchvision's converted by
-    scripts/convert_torchvision_vgg19.py ("torchvision" alone asks for that file).
+    .weights.h5/.h5 file of a full VGG19 without top, e.g. torchvision's weights in Keras' layout
+    ("torchvision" alone asks for that file).
     """
     from keras_ad.errors import UsageError
 
     if weights == "torchvision":
-        raise UsageError("detector.perceptual_weights: torchvision needs torchvision's VGG19 as a file; convert "
-                         "it with scripts/convert_torchvision_vgg19.py and set detector.perceptual_weights to "
-                         "the .weights.h5 it writes")
+        raise UsageError("detector.perceptual_weights: torchvision's VGG19 cannot be downloaded by keras_ad; "
+                         "set detector.perceptual_weights to a Keras VGG19 (no top) .weights.h5 file holding "
+                         "torchvision's ImageNet weights, or to none for random features")
     source = "imagenet" if weights == "keras-imagenet" else None
     try:
         full = keras.applications.VGG19(include_top=False, weights=source, input_shape=(size, size, 3))
@@ -209,6 +209,7 @@ class PerceptualFeatures(keras.layers.Layer):
         super().__init__(**kwargs)
         self.vgg, self.caffe_input = vgg, caffe_input
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)  # graph constants, not captures
+        self.built = True  # the VGG is built; nothing is created on the first call
 
     def call(self, x):
         x = x * 0.5 + 0.5
@@ -242,6 +243,7 @@ class GradientWeightPolicy(keras.layers.Layer):
                 self.buffers[f"{net}_{loss}"] = self.add_weight(shape=(history, n), initializer="zeros", trainable=False,
                                                           name=f"{net}_{loss}_history")
             self.counts[net] = self.add_weight(shape=(), initializer="zeros", trainable=False, name=f"{net}_count")
+        self.built = True
 
     def weight(self, net):
         return self.weights_by_net[net]
@@ -322,21 +324,14 @@ class PIAD(Detector):
     def generator_variables(self):
         return self.encoder.trainable_variables + self.generator.trainable_variables
 
-    @property
-    def critic_variables(self):
-        return self.image_critic.trainable_variables + self.latent_critic.trainable_variables
-
     def compile_phase(self, learning_rate, lr_decay):
         """Adam β (0.5, 0.99) for E∪G (lr 1e-4) and for each critic (lr 5e-4), §1.d."""
-        self.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.5, beta_2=0.99, epsilon=1e-8))
-        self.x_optimizer = keras.optimizers.Adam(self.critic_learning_rate, beta_1=0.5, beta_2=0.99, epsilon=1e-8)
-        self.z_optimizer = keras.optimizers.Adam(self.critic_learning_rate, beta_1=0.5, beta_2=0.99, epsilon=1e-8)
-        self.optimizer.build(self.generator_variables)
-        self.x_optimizer.build(self.image_critic.trainable_variables)
-        self.z_optimizer.build(self.latent_critic.trainable_variables)
+        self.install_optimizers(lambda name: keras.optimizers.Adam(
+            learning_rate if name == "optimizer" else self.critic_learning_rate, beta_1=0.5, beta_2=0.99, epsilon=1e-8))
 
-    def training_optimizers(self):
-        return [self.optimizer, self.x_optimizer, self.z_optimizer]
+    def optimizer_variables(self):
+        return {"optimizer": self.generator_variables, "x_optimizer": self.image_critic.trainable_variables,
+                "z_optimizer": self.latent_critic.trainable_variables}
 
     def sample_prior(self, n):
         """z_real ~ N(0, I) of the latent's shape (§1.c)."""
@@ -351,7 +346,10 @@ class PIAD(Detector):
         return [g + self.weight_decay * v for g, v in zip(gradients, variables)]
 
     def train_step(self, data):
-        batches = tf.split(images_of(data) * 2.0 - 1.0, self.batches_per_step)
+        # Interleaved, not consecutive, slices: under tf.distribute each replica's k-th slice is then
+        # part of the one-device k-th slice, so every step sees the same images on any replica count.
+        x = images_of(data) * 2.0 - 1.0
+        batches = [x[k::self.batches_per_step] for k in range(self.batches_per_step)]
         for x in batches[:-1]:
             self._critic_step(x)
         self._encoder_generator_step(batches[-1])
@@ -384,7 +382,11 @@ class PIAD(Detector):
         del tape
         self.iteration.assign_add(1)
         if self.use_weight_policy:
-            tf.cond(self.iteration % self.weight_update_every == 0, lambda: self._update_weights(grads),
+            # the global (all-replica) unweighted gradients; reduced on every step because a collective
+            # inside tf.cond is not supported under tf.distribute
+            context = tf.distribute.get_replica_context()
+            total = {key: context.all_reduce("SUM", grads[key]) for key in grads}
+            tf.cond(self.iteration % self.weight_update_every == 0, lambda: self._update_weights(total),
                     lambda: tf.constant(True))
         w_e, w_g = self.policy.weight("encoder"), self.policy.weight("generator")
         gradients = ([w_e * r + a for r, a in zip(grads["rec_e"], grads["adv_e"])]
@@ -395,10 +397,8 @@ class PIAD(Detector):
                             ("w_encoder", w_e), ("w_generator", w_g)):
             self.trackers[name].update_state(value)
 
-    def _update_weights(self, grads):
-        """Record the kernel-gradient stds of the global (all-replica) unweighted gradients (§1.c)."""
-        context = tf.distribute.get_replica_context()
-        total = {k: context.all_reduce("SUM", v) for k, v in grads.items()}
+    def _update_weights(self, total):
+        """Record the kernel-gradient stds of the unweighted gradients and recompute w_E, w_G (§1.c)."""
         for net, variables in (("encoder", self.encoder.trainable_variables),
                                ("generator", self.generator.trainable_variables)):
             suffix = "e" if net == "encoder" else "g"

@@ -1,0 +1,126 @@
+"""PIAD: WGAN-GP and the relative perceptual loss by hand, the weight policy, shapes, tf.distribute."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import assert_same_update, one_sgd_step
+
+from keras_ad import config
+from keras_ad.detectors import build
+from keras_ad.detectors import piad as p
+
+
+def _cfg(size=32, **detector):
+    return config.validate({"data": {"root": "/x", "image_size": size, "channels": 3},
+                            "detector": {"name": "piad", "perceptual_weights": "none", "generator_dims": [8] * 4,
+                                         "encoder_dims": [8] * 4, "image_critic_dims": [8] * 4,
+                                         "latent_critic_dims": [16, 16], "latent_dim": 8, **detector}})
+
+
+def test_cifar10_shapes_of_section_1b():
+    """The CIFAR-10 table: G 4x4x256 -> 32x32x3 linear; E -> 1x1x256; D_x 4x4x128 + 1 std channel -> 1."""
+    g = p.generator(32, 3, [256, 256, 128, 64], 256)
+    assert g.output_shape == (None, 32, 32, 3)
+    assert g.layers[-1].activation.__name__ == "linear"  # no tanh (§1.g.1)
+    assert p.encoder(32, 3, [64, 128, 256, 256], 256).output_shape == (None, 1, 1, 256)
+    critic = p.image_critic(32, 3, [32, 64, 128, 128])
+    std_layer = next(layer for layer in critic.layers if isinstance(layer, p.MinibatchStdDev))
+    assert std_layer.output.shape[1:] == (4, 4, 129) and critic.output_shape == (None, 1)
+    with pytest.raises(config.ConfigError, match="needs 5 positive integers"):
+        _cfg(size=64)
+
+
+def test_wgan_gp_matches_a_hand_computation():
+    """Quadratic critic D(x) = c·Σx² + b: ∇D(x̂) = 2c·x̂, so every sample's α changes its penalty."""
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(3, 2, 2, 1)).astype(np.float32), rng.normal(size=(3, 2, 2, 1)).astype(np.float32)
+    alpha = np.array([0.1, 0.5, 0.9], np.float32)
+    c, b = 0.7, 0.3
+
+    def critic(x, training=False):
+        return c * tf.reduce_sum(tf.square(x), axis=[1, 2, 3]) + b
+
+    d = lambda x: c * (x ** 2).sum(axis=(1, 2, 3)) + b  # noqa: E731
+    mixed = alpha[:, None, None, None] * real + (1 - alpha[:, None, None, None]) * fake
+    norms = np.sqrt(((2 * c * mixed) ** 2).sum(axis=(1, 2, 3)))
+    expected = (d(fake).mean() - d(real).mean() + 0.001 * ((d(real) ** 2).mean() + (d(fake) ** 2).mean())
+                + 10 * ((norms - 1) ** 2).mean())
+    got = p.wgan_gp_critic_loss(critic, tf.constant(real), tf.constant(fake), tf.constant(alpha))
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+
+
+def test_relative_loss_is_normalised_by_the_input_only_and_not_through_it():
+    rng = np.random.default_rng(1)
+    real = tf.constant(rng.normal(size=(2, 2, 2, 4)).astype(np.float32))
+    fake = tf.constant(rng.normal(size=(2, 2, 2, 4)).astype(np.float32))
+    r, f = real.numpy(), fake.numpy()
+    expected = np.abs(r - f).mean(axis=(1, 2, 3)) / np.abs(r).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(p.relative_perceptual_l1(real, fake), expected, rtol=1e-5)
+    assert not np.allclose(p.relative_perceptual_l1(fake, real), expected)  # the first argument normalises
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        loss = tf.reduce_sum(p.relative_perceptual_l1(real, fake))
+    n = r[0].size
+    by_hand = np.sign(r - f) / (n * np.abs(r).mean(axis=(1, 2, 3), keepdims=True))  # denominator held constant
+    np.testing.assert_allclose(tape.gradient(loss, real), by_hand, rtol=1e-5)
+
+
+def _policy_by_hand(adv, rec, alpha=0.05):
+    """numpy version of §1.c: EWMA per kernel (y0 = s0), ratios adv/rec, median over kernels and time."""
+    def ewma(rows):
+        out, y = [], rows[0]
+        for row in rows:
+            y = row if not out else (1 - alpha) * y + alpha * row
+            out.append(y)
+        return np.array(out)
+    return float(np.median(ewma(adv) / ewma(rec)))
+
+
+def test_weight_policy_converges_to_the_gradient_std_ratio():
+    rng = np.random.default_rng(2)
+    policy = p.GradientWeightPolicy({"generator": 5}, history=20)
+    rec = rng.uniform(0.5, 2.0, (30, 5)).astype(np.float32)
+    adv = (3.0 * rec * rng.uniform(0.9, 1.1, (30, 5))).astype(np.float32)
+    for t in range(30):
+        w = float(policy.record("generator", tf.constant(adv[t]), tf.constant(rec[t])))
+        np.testing.assert_allclose(w, _policy_by_hand(adv[max(0, t - 19):t + 1], rec[max(0, t - 19):t + 1]), rtol=1e-5)
+    assert w == pytest.approx(3.0, rel=0.05)
+
+
+def test_weight_policy_reads_kernels_of_unweighted_gradients():
+    model = build(_cfg(weight_update_every=1))
+    model.compile_phase(1e-4, 0.0)
+    model.train_step(tf.random.stateless_uniform((24, 32, 32, 3), seed=(1, 2)))
+    w_e, w_g = float(model.policy.weight("encoder")), float(model.policy.weight("generator"))
+    assert w_e > 0 and w_g > 0 and w_e != w_g  # one weight per network (§1.g.5)
+    n_kernels = sum(1 for v in model.generator.trainable_variables if v.path.endswith("kernel"))
+    assert model.policy.buffers["generator_adv"].shape == (200, n_kernels)
+
+
+def test_score_is_the_spatial_mean_of_the_map():
+    model = build(_cfg())
+    images = tf.random.stateless_uniform((3, 32, 32, 3), seed=(3, 4))
+    score, residual_map = model.score_and_map(images)
+    assert residual_map.shape == (3, 32, 32)
+    np.testing.assert_allclose(score, tf.reduce_mean(residual_map, axis=[1, 2]), rtol=2e-2)  # bilinear edges
+
+
+def _from_pixels(self, n_or_x):
+    return n_or_x
+
+
+def test_mirrored_step_equals_one_device_step(two_replicas, monkeypatch):
+    """Critic and E/G updates on two replicas equal those on one device, given the same draws of z and α
+    (made functions of the images here). The minibatch-stddev channel is computed per replica, as
+    PyTorch's DistributedDataParallel would, so it is switched off for the comparison."""
+    monkeypatch.setattr(p.MinibatchStdDev, "call", lambda self, x: tf.concat([x, tf.zeros_like(x[..., :1])], -1))
+    monkeypatch.setattr(p.PIAD, "sample_prior", lambda self, n: tf.ones([n, *self.latent_shape]) * 0.3)
+    monkeypatch.setattr(p.PIAD, "sample_alpha", lambda self, n: tf.fill([n], 0.4))
+    cfg = _cfg(weight_update_every=1)
+    keras.utils.set_random_seed(0)
+    initial = build(cfg).get_weights()
+    images = np.random.default_rng(0).random((24, 32, 32, 3)).astype(np.float32)
+    single = one_sgd_step(tf.distribute.get_strategy(), cfg, initial, images, 1e-3)
+    mirrored = one_sgd_step(two_replicas, cfg, initial, images, 1e-3)
+    assert_same_update(initial, single, mirrored)
