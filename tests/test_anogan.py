@@ -39,7 +39,7 @@ def test_paper_defaults_and_config_checks():
     assert (cfg.train.learning_rate, cfg.train.lr_decay, cfg.postprocess.reduction) == (2e-4, 0.0, "detector")
     with pytest.raises(config.ConfigError, match="multiple of 16"):
         _cfg(size=40)
-    with pytest.raises(config.ConfigError, match="AnoGAN's own score"):
+    with pytest.raises(config.ConfigError, match="own score"):
         config.validate({"data": {"root": "/x"}, "postprocess": {"reduction": "detector"}})
 
 
