@@ -75,6 +75,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "test_fraction": Field(0.2, float, low=0.0, high=0.9,
                                doc="normal_abnormal / one_class: normal images held out for testing (GANomaly 20 %, §4.1)"),
         "abnormal_class": Field(None, allow=OPTIONAL, doc="one_class: the class folder that is abnormal, §4.1"),
+        "normal_class": Field(None, allow=OPTIONAL, doc="one_class: the class folder that is normal, all others "
+                                                          "abnormal (PIAD's protocol, §1.a)"),
+        "official_split": Field(False, bool, doc="one_class: train/test by the train_/test_ file-name prefixes "
+                                                 "of scripts/export_keras_dataset.py (MNIST, CIFAR-10, §1.a)"),
+        "equal_anomalies": Field(False, bool, doc="one_class: as many (seeded) test anomalies as test normals "
+                                                  "(Fashion-MNIST, COIL-100, §1.a)"),
         "skip_unreadable": Field(False, bool, doc="skip corrupt images with a warning instead of failing"),
         "pattern": Field("*", doc="file-name pattern every image folder is filtered with, e.g. '*.jpg' "
                                   "(AnoGAN's --input_fname_pattern, §2.a)"),
@@ -329,9 +335,10 @@ def _check_consistency(values, source):
     data, det = values["data"], values["detector"]
     if data["root"] is None:
         raise ConfigError(source, "data.root", "is required: the data set folder (or synthetic:<category>)")
-    if data["layout"] == "one_class" and not data["abnormal_class"]:
-        raise ConfigError(source, "data.abnormal_class", "the one_class layout needs the name of the class folder "
-                                                         "that is abnormal (all others are normal)")
+    if data["layout"] == "one_class" and bool(data["abnormal_class"]) == bool(data["normal_class"]):
+        raise ConfigError(source, "data.abnormal_class", "the one_class layout needs exactly one of "
+                                                         "data.abnormal_class (that class is the anomaly, GANomaly) "
+                                                         "and data.normal_class (that class is normal, PIAD)")
     if det["name"] == "ganomaly2d":
         if det["latent"] == "2d" and data["image_size"] % 16:
             raise ConfigError(source, "data.image_size", f"ganomaly2d downsamples 4 times: needs a multiple of 16; "

@@ -182,3 +182,32 @@ def test_one_class_layout_leaves_one_class_out(tmp_path):
         layouts.discover(_cfg(tmp_path / "digits", layout="one_class", abnormal_class="7").data)
     with pytest.raises(config.ConfigError, match="data.abnormal_class"):
         _cfg(tmp_path / "digits", layout="one_class")
+
+
+def _class_folders(root, counts, prefix=lambda i: ""):
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((8, 8), i, np.uint8)).save(root / name / f"{prefix(i)}{i:03d}.png")
+
+
+def test_one_normal_class_protocols_of_piad(tmp_path):
+    """§1.a: one class normal, the others anomalies; the official split by file-name prefix, or a seeded
+    80/20 per class with as many anomalies as test normals."""
+    official = tmp_path / "official"
+    _class_folders(official, {"0": 10, "1": 10, "2": 10}, prefix=lambda i: "train_" if i < 6 else "test_")
+    files = layouts.discover(_cfg(official, layout="one_class", normal_class="0", official_split=True,
+                                  val_fraction=0.0).data)
+    assert sorted(os.path.basename(p) for p in files.train) == [f"train_{i:03d}.png" for i in range(6)]
+    assert [s.defect for s in files.test] == ["good"] * 4 + ["1"] * 4 + ["2"] * 4
+    assert all(os.path.basename(s.path).startswith("test_") for s in files.test)
+
+    pooled = tmp_path / "pooled"
+    _class_folders(pooled, {"a": 20, "b": 20, "c": 20})
+    cfg = _cfg(pooled, layout="one_class", normal_class="b", equal_anomalies=True, val_fraction=0.0)
+    files = layouts.discover(cfg.data, seed=3)
+    labels = [s.label for s in files.test]
+    assert len(files.train) == 16 and labels.count(0) == 4 and labels.count(1) == 4  # 80/20, equal count
+    assert files.test == layouts.discover(cfg.data, seed=3).test  # seeded
+    with pytest.raises(config.ConfigError, match="exactly one of"):
+        _cfg(pooled, layout="one_class", normal_class="b", abnormal_class="a")

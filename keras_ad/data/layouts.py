@@ -92,10 +92,12 @@ ABNORMAL = "abnormal"
 
 def _discover_unsplit(root, data_cfg, seed, need_test):
     """normal_abnormal / one_class: normal images -> train, validation and test; abnormal -> test."""
+    if data_cfg.layout == "one_class" and data_cfg.normal_class:
+        return _discover_one_normal_class(root, data_cfg, seed, need_test)
     if data_cfg.layout == "normal_abnormal":
         normal_dirs, abnormal_dir = [os.path.join(root, "normal")], os.path.join(root, ABNORMAL)
     else:
-        classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        classes = _class_folders(root)
         if data_cfg.abnormal_class not in classes:
             raise DataError(f"{root}: no class folder {data_cfg.abnormal_class!r} (data.abnormal_class); "
                             f"found {', '.join(classes) or 'none'}")
@@ -118,6 +120,49 @@ def _discover_unsplit(root, data_cfg, seed, need_test):
         name = os.path.basename(abnormal_dir.rstrip(os.sep))
         name = ABNORMAL if name == GOOD else name  # a class called "good" must not read as normal
         test = [TestSample(p, GOOD, None) for p in test_normal] + [TestSample(p, name, None) for p in abnormal]
+    return DatasetFiles(root=root, train=train, val=val, test=test)
+
+
+def _class_folders(root):
+    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+
+
+def _discover_one_normal_class(root, data_cfg, seed, need_test):
+    """PIAD's protocols (§1.a): one class normal, every other class an anomaly.
+
+    official_split: train_* files of the normal class train, test_* files of every class test (MNIST,
+    CIFAR-10). Otherwise each class is split with a seeded data.test_fraction (0.2 = the 80/20 of
+    Fashion-MNIST and COIL-100). equal_anomalies: a seeded sample of the other classes' test parts, as
+    many as the normal test images.
+    """
+    classes = _class_folders(root)
+    if data_cfg.normal_class not in classes:
+        raise DataError(f"{root}: no class folder {data_cfg.normal_class!r} (data.normal_class); "
+                        f"found {', '.join(classes) or 'none'}")
+
+    def split(name):
+        paths = _images(os.path.join(root, name), data_cfg.pattern)
+        if data_cfg.official_split:
+            official = [p for p in paths if os.path.basename(p).startswith("test_")]
+            return [p for p in paths if os.path.basename(p).startswith("train_")], official
+        return split_validation(paths, data_cfg.test_fraction, seed)
+
+    normal_train, normal_test = split(data_cfg.normal_class)
+    if not normal_train:
+        hint = " with train_ file-name prefixes (data.official_split)" if data_cfg.official_split else ""
+        raise DataError(f"{os.path.join(root, data_cfg.normal_class)}: no training images{hint}")
+    train, val = split_validation(normal_train, data_cfg.val_fraction, seed + 1)
+    test = []
+    if need_test:
+        anomalies = [(p, name) for name in classes if name != data_cfg.normal_class for p in split(name)[1]]
+        if data_cfg.equal_anomalies and len(anomalies) > len(normal_test):
+            keep = np.sort(np.random.default_rng(seed + 2).permutation(len(anomalies))[:len(normal_test)])
+            anomalies = [anomalies[i] for i in keep]
+        if not normal_test or not anomalies:
+            raise DataError(f"{root}: a test split needs normal and anomalous test images; check "
+                            f"data.test_fraction or the test_ files of data.official_split")
+        test = [TestSample(p, GOOD, None) for p in normal_test] + [
+            TestSample(p, ABNORMAL if name == GOOD else name, None) for p, name in anomalies]
     return DatasetFiles(root=root, train=train, val=val, test=test)
 
 
