@@ -72,6 +72,50 @@ def one_sgd_step(strategy, cfg, initial, images, learning_rate):
     return model.get_weights()
 
 
+def check_mirrored_step(strategy, cfg, n_images, learning_rate, relative_floor=0.0):
+    """Train one step from the same initial weights on one device and under `strategy` (two replicas)
+    and assert the same update (`assert_same_update`); `relative_floor` of the largest update is the
+    absolute tolerance for updates that are zero in exact arithmetic."""
+    import keras
+    import numpy as np
+
+    from keras_ad.detectors import build
+
+    keras.utils.set_random_seed(0)
+    initial = build(cfg).get_weights()
+    images = np.random.default_rng(0).random((n_images, 32, 32, 3)).astype(np.float32)
+    single = one_sgd_step(tf.distribute.get_strategy(), cfg, initial, images, learning_rate)
+    mirrored = one_sgd_step(strategy, cfg, initial, images, learning_rate)
+    largest = max(float(np.abs(s - i).max()) for s, i in zip(single, initial))
+    assert_same_update(initial, single, mirrored, floor=max(1e-7, relative_floor * largest))
+
+
+def train_on_digits(tmp_path, detector: dict, labels=(0, 1, 2), **data):
+    """Train `detector` through the CLI on scikit-learn's 8x8 digits of `labels` as a one_class folder
+    (32x32 grey, 1 epoch); returns (report.json, the digits bunch). `data` sets the protocol."""
+    import json
+
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from keras_ad.cli import main
+
+    digits = load_digits()
+    for i, (image, label) in enumerate(zip(digits.images, digits.target)):
+        if label in labels:
+            folder = tmp_path / "digits" / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((image * 16).clip(0, 255).astype(np.uint8)).save(folder / f"{i:04d}.png")
+    cfg = {"run": {"dir": str(tmp_path / "run")},
+           "data": {"layout": "one_class", "root": str(tmp_path / "digits"), "image_size": 32, "channels": 1, **data},
+           "detector": detector, "train": {"epochs": 1, "batch_size": 32, "augment": False}}
+    result = CliRunner().invoke(main, ["train", "--config", str(write_config(tmp_path / "c.yaml", cfg))])
+    assert result.exit_code == 0, result.output
+    return json.loads((tmp_path / "run" / "report.json").read_text()), digits
+
+
 def assert_same_update(initial, single, mirrored, floor=1e-7):
     """A training step under MirroredStrategy changed the weights as the one-device step did.
 

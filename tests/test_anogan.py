@@ -5,9 +5,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import check_mirrored_step, train_on_digits
 
 import keras_ad
-from conftest import assert_same_update, one_sgd_step
 from keras_ad import config
 from keras_ad.detectors import anogan as a
 from keras_ad.detectors import build
@@ -163,14 +163,8 @@ def test_mirrored_step_equals_one_device_step(two_replicas, monkeypatch):
     weights is the floor.
     """
     monkeypatch.setattr(a.AnoGAN, "sample_latents", _pixel_latents)
-    cfg = _cfg(filters=4, latent_dim=16)
-    keras.utils.set_random_seed(0)
-    initial = build(cfg).get_weights()
-    images = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
-    single = one_sgd_step(tf.distribute.get_strategy(), cfg, initial, images, 1e-2)
-    mirrored = one_sgd_step(two_replicas, cfg, initial, images, 1e-2)
-    largest = max(float(np.abs(s - i).max()) for s, i in zip(single, initial))
-    assert_same_update(initial, single, mirrored, floor=1e-3 * largest)
+    check_mirrored_step(two_replicas, _cfg(filters=4, latent_dim=16), 8, 1e-2, relative_floor=1e-3)
+
 
 
 def test_calibration_and_report_cover_the_edge_variant(train_tiny, trained_run, tmp_path):
@@ -197,30 +191,8 @@ def test_calibration_and_report_cover_the_edge_variant(train_tiny, trained_run, 
 
 def test_anogan_trains_on_grey_digits_leaving_one_class_out(tmp_path):
     """Grey images end to end (the seed's MNIST setting, §2.a) on scikit-learn's 8x8 digits."""
-    import json
-
-    import yaml
-    from click.testing import CliRunner
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    from keras_ad.cli import main
-
-    digits = load_digits()
-    for i, (image, label) in enumerate(zip(digits.images, digits.target)):
-        if label < 2:
-            folder = tmp_path / "digits" / str(label)
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray((image * 16).clip(0, 255).astype("uint8")).save(folder / f"{i:04d}.png")
-    cfg = {"run": {"dir": str(tmp_path / "run")},
-           "data": {"layout": "one_class", "root": str(tmp_path / "digits"), "abnormal_class": "1",
-                    "image_size": 32, "channels": 1},
-           "detector": {"name": "anogan", "filters": 8, "latent_dim": 16, "search_steps": 5},
-           "train": {"epochs": 1, "batch_size": 32, "augment": False}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    result = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "c.yaml")])
-    assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    report, digits = train_on_digits(tmp_path, {"name": "anogan", "filters": 8, "latent_dim": 16, "search_steps": 5},
+                                     labels=(0, 1), abnormal_class="1")
     assert report["n_defective"] == int((digits.target == 1).sum())
     assert set(report["variants"]) == {"edge"}
     assert (tmp_path / "run" / "samples" / "epoch-00002.png").is_file()  # the encoder phase's grid

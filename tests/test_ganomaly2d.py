@@ -1,10 +1,9 @@
 """GANomaly2D / GANomaly: the paper's shapes, loss terms by hand, batch independence, tf.distribute."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_same_update, one_sgd_step
+from conftest import check_mirrored_step, train_on_digits
 
 from keras_ad import config
 from keras_ad.detectors import build
@@ -105,41 +104,12 @@ def test_mirrored_step_equals_one_device_step(latent, two_replicas):
     by hand in the loss tests), single weights are compared to 5 % of the largest update, and the size
     of the whole update to 1 %: a loss reduced with the wrong scale is off by 100 %.
     """
-    cfg = _cfg(latent, filters=4, **({"w_enc": 0.0} if latent == "2d" else {}))
-    keras.utils.set_random_seed(0)
-    initial = build(cfg).get_weights()
-    images = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
-    single = one_sgd_step(tf.distribute.get_strategy(), cfg, initial, images, 1e-3)
-    mirrored = one_sgd_step(two_replicas, cfg, initial, images, 1e-3)
-    assert_same_update(initial, single, mirrored)
+    check_mirrored_step(two_replicas, _cfg(latent, filters=4, **({"w_enc": 0.0} if latent == "2d" else {})), 8, 1e-3)
 
 
 def test_ganomaly_trains_on_a_one_class_folder_of_sklearn_digits(tmp_path):
     """GANomaly's leave-one-class-out protocol end to end, on the 8x8 digits scikit-learn ships."""
-    import json
-
-    import yaml
-    from click.testing import CliRunner
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    from keras_ad.cli import main
-
-    digits = load_digits()
-    for i, (image, label) in enumerate(zip(digits.images, digits.target)):
-        if label < 3:
-            folder = tmp_path / "digits" / str(label)
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray((image * 16).clip(0, 255).astype("uint8")).save(folder / f"{i:04d}.png")
-    cfg = {"run": {"dir": str(tmp_path / "run")},
-           "data": {"layout": "one_class", "root": str(tmp_path / "digits"), "abnormal_class": "1",
-                    "image_size": 32, "channels": 1},
-           "detector": {"name": "ganomaly2d", "latent": "1d", "filters": 8},
-           "train": {"epochs": 1, "batch_size": 32, "augment": False}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    result = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "c.yaml")])
-    assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    report, digits = train_on_digits(tmp_path, {"name": "ganomaly2d", "latent": "1d", "filters": 8}, abnormal_class="1")
     assert list(report["per_defect"]) == ["1"]
     assert report["n_defective"] == int((digits.target == 1).sum())
     assert 0.0 <= report["image_auroc"] <= 1.0
