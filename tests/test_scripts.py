@@ -104,3 +104,38 @@ def test_aarch64_check_compares_scores_and_decisions_by_file():
     other = "path,score,is_anomalous,defect_area\n/work/c.png,0.5,1,3\n/work/b.png,0.25,0,0\n"
     with pytest.raises(ValueError, match="other files"):
         check.compare_scores(host, other, atol=1e-4)
+
+
+def test_torchvision_vgg19_weights_convert_to_keras_layout(tmp_path):
+    """A torchvision-layout state dict ([out, in, kh, kw] kernels) loads into PIAD's VGG19 so that the
+    first convolution computes what PyTorch's padded cross-correlation computes."""
+    import numpy as np
+
+    from keras_ad.detectors import piad
+
+    spec = importlib.util.spec_from_file_location("convert_vgg", os.path.join(SCRIPTS, "convert_torchvision_vgg19.py"))
+    convert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(convert)
+    widths = [3, 64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512]
+    rng = np.random.default_rng(0)
+    state = {}
+    for k, index in enumerate(convert.TORCH_CONV_INDICES):
+        state[f"features.{index}.weight"] = rng.normal(0, 0.05, (widths[k + 1], widths[k], 3, 3)).astype(np.float32)
+        state[f"features.{index}.bias"] = rng.normal(0, 0.05, widths[k + 1]).astype(np.float32)
+    np.savez(tmp_path / "vgg.npz", **state)
+    out = str(tmp_path / "vgg.weights.h5")
+    assert convert.main(["--state-dict", str(tmp_path / "vgg.npz"), "--out", out]) == 0
+    assert convert.main(["--state-dict", str(tmp_path / "vgg.npz"), "--out", out]) == 2  # no silent overwrite
+
+    import keras
+
+    vgg = piad.vgg19_relu4_2(32, out)
+    first = keras.Model(vgg.input, vgg.get_layer("block1_conv1").output)
+    x = rng.random((1, 32, 32, 3)).astype(np.float32)
+    w, b = state["features.0.weight"], state["features.0.bias"]
+    padded = np.pad(x[0], ((1, 1), (1, 1), (0, 0)))
+    expected = np.zeros((32, 32, 64), np.float32)
+    for dy in range(3):
+        for dx in range(3):
+            expected += padded[dy:dy + 32, dx:dx + 32] @ w[:, :, dy, dx].T
+    np.testing.assert_allclose(first(x).numpy()[0], np.maximum(expected + b, 0), atol=1e-4)

@@ -7,7 +7,7 @@ gradient-normalising weight policy. Score: relative-perceptual-L1(x, G(E(x))) (Â
 is its per-position part, upsampled from the relu4_2 grid.
 
 In progress (issue #4): networks, losses, weight policy, train step, scoring and export are here; the
-one-class data protocols, configs, run_all, the VGG conversion script and the benchmarks are not.
+configs beyond MNIST and CIFAR-10, run_all and the benchmarks are not.
 """
 
 from __future__ import annotations
@@ -154,15 +154,15 @@ def vgg19_relu4_2(size, weights: str):
     """Frozen VGG19 up to relu4_2 (Keras' `block4_conv2` output: conv + ReLU, zero padding).
 
     weights: "none" (random, for offline runs and tests), "keras-imagenet" (Keras' download), or a
-    .weights.h5/.h5 file of a full VGG19 without top, e.g. torchvision's weights in Keras' layout
-    ("torchvision" alone asks for that file).
+    .weights.h5/.h5 file of a full VGG19 without top, e.g. torchvision's written by
+    scripts/convert_torchvision_vgg19.py ("torchvision" alone asks for that file).
     """
     from keras_ad.errors import UsageError
 
     if weights == "torchvision":
-        raise UsageError("detector.perceptual_weights: torchvision's VGG19 cannot be downloaded by keras_ad; "
-                         "set detector.perceptual_weights to a Keras VGG19 (no top) .weights.h5 file holding "
-                         "torchvision's ImageNet weights, or to none for random features")
+        raise UsageError("detector.perceptual_weights: torchvision's VGG19 is not downloaded by keras_ad; "
+                         "convert its state dict with scripts/convert_torchvision_vgg19.py and set "
+                         "detector.perceptual_weights to the .weights.h5 it writes (or to none for random features)")
     source = "imagenet" if weights == "keras-imagenet" else None
     try:
         full = keras.applications.VGG19(include_top=False, weights=source, input_shape=(size, size, 3))
