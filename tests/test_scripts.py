@@ -139,3 +139,16 @@ def test_torchvision_vgg19_weights_convert_to_keras_layout(tmp_path):
         for dx in range(3):
             expected += padded[dy:dy + 32, dx:dx + 32] @ w[:, :, dy, dx].T
     np.testing.assert_allclose(first(x).numpy()[0], np.maximum(expected + b, 0), atol=1e-4)
+
+
+def test_digits_benchmark_writes_its_table(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_digits", os.path.join(SCRIPTS, "bench_digits.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--detectors", "cae,svm", "--out", str(tmp_path)]) == 2
+    assert bench.main(["--detectors", "cae", "--classes", "3", "--epochs", "1", "--out", str(tmp_path)]) == 0
+    import json
+
+    result = json.loads((tmp_path / "digits.json").read_text())["results"]["cae"]
+    assert 0.0 <= result["per_class"]["3"]["image_auroc"] <= 1.0 and result["total_seconds"] > 0
+    assert "| cae |" in (tmp_path / "digits.md").read_text()
