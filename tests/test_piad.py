@@ -38,7 +38,7 @@ def test_wgan_gp_matches_a_hand_computation():
     c, b = 0.7, 0.3
 
     def critic(x, training=False):
-        return c * tf.reduce_sum(tf.square(x), axis=[1, 2, 3]) + b
+        return (c * tf.reduce_sum(tf.square(x), axis=[1, 2, 3]) + b)[:, None]  # [N, 1] like the critics
 
     d = lambda x: c * (x ** 2).sum(axis=(1, 2, 3)) + b  # noqa: E731
     mixed = alpha[:, None, None, None] * real + (1 - alpha[:, None, None, None]) * fake
@@ -46,7 +46,8 @@ def test_wgan_gp_matches_a_hand_computation():
     expected = (d(fake).mean() - d(real).mean() + 0.001 * ((d(real) ** 2).mean() + (d(fake) ** 2).mean())
                 + 10 * ((norms - 1) ** 2).mean())
     got = p.wgan_gp_critic_loss(critic, tf.constant(real), tf.constant(fake), tf.constant(alpha))
-    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    assert got.shape == (3,)  # per sample, reduced by compute_average_loss in the train step
+    np.testing.assert_allclose(float(tf.reduce_mean(got)), expected, rtol=1e-5)
 
 
 def test_relative_loss_is_normalised_by_the_input_only_and_not_through_it():

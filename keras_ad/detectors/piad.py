@@ -122,7 +122,7 @@ def _torch_bias(x):
 
 # ---------------------------------------------------------------- losses (§1.c)
 def wgan_gp_critic_loss(critic, real, fake, alpha):
-    """Per-batch WGAN-GP critic loss with PIAD's norm penalty:
+    """Per-sample WGAN-GP critic loss with PIAD's norm penalty, whose batch mean is
     mean D(f) - mean D(r) + 0.001·(mean D(r)² + mean D(f)²) + 10·mean_b (‖∇D(x̂_b)‖₂ - 1)²,
     x̂ = α·r + (1 - α)·f with one α per sample; inputs are constants (detached)."""
     real, fake = tf.stop_gradient(real), tf.stop_gradient(fake)
@@ -133,10 +133,9 @@ def wgan_gp_critic_loss(critic, real, fake, alpha):
         mixed_out = critic(mixed, training=True)
     gradient = inner.gradient(mixed_out, mixed)
     norms = tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(gradient, [tf.shape(gradient)[0], -1])), axis=1))
-    d_real, d_fake = critic(real, training=True), critic(fake, training=True)
-    return (tf.reduce_mean(d_fake) - tf.reduce_mean(d_real)
-            + NORM_PENALTY * (tf.reduce_mean(tf.square(d_real)) + tf.reduce_mean(tf.square(d_fake)))
-            + GRADIENT_PENALTY * tf.reduce_mean(tf.square(norms - 1.0)))
+    d_real, d_fake = critic(real, training=True)[:, 0], critic(fake, training=True)[:, 0]
+    return (d_fake - d_real + NORM_PENALTY * (tf.square(d_real) + tf.square(d_fake))
+            + GRADIENT_PENALTY * tf.square(norms - 1.0))
 
 
 def relative_perceptual_l1(real_features, fake_features):
@@ -363,22 +362,24 @@ class PIAD(Detector):
                 (self.image_critic, self.x_optimizer, x, x_fake, "image_critic_loss"),
                 (self.latent_critic, self.z_optimizer, z_real, z_fake, "latent_critic_loss")):
             with tf.GradientTape() as tape:
-                loss = wgan_gp_critic_loss(critic, real, fake, self.sample_alpha(n))
-                scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+                per_sample = wgan_gp_critic_loss(critic, real, fake, self.sample_alpha(n))
+                loss = tf.nn.compute_average_loss(per_sample)
             variables = critic.trainable_variables
-            optimizer.apply_gradients(zip(self._with_decay(tape.gradient(scaled, variables), variables), variables))
-            self.trackers[name].update_state(loss)
+            optimizer.apply_gradients(zip(self._with_decay(tape.gradient(loss, variables), variables), variables))
+            self.trackers[name].update_state(per_sample)
 
     def _encoder_generator_step(self, x):
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape(persistent=True) as tape:
             z = self.encoder(x, training=True)
-            reconstruction = tf.reduce_mean(relative_perceptual_l1(self.features(x), self.features(self.generator(z, training=True))))
-            adv_g = -tf.reduce_mean(self.image_critic(self.generator(self.sample_prior(tf.shape(x)[0]), training=True), training=True))
-            adv_e = -tf.reduce_mean(self.latent_critic(z, training=True))
+            generated = self.generator(self.sample_prior(tf.shape(x)[0]), training=True)
+            per_sample = {
+                "rec": relative_perceptual_l1(self.features(x), self.features(self.generator(z, training=True))),
+                "adv_g": -self.image_critic(generated, training=True)[:, 0],
+                "adv_e": -self.latent_critic(z, training=True)[:, 0]}
+            losses = {k: tf.nn.compute_average_loss(v) for k, v in per_sample.items()}
         enc, gen = self.encoder.trainable_variables, self.generator.trainable_variables
-        grads = {key: [g / replicas for g in tape.gradient(loss, variables)] for key, loss, variables in (
-            ("rec_e", reconstruction, enc), ("rec_g", reconstruction, gen), ("adv_e", adv_e, enc), ("adv_g", adv_g, gen))}
+        grads = {key: tape.gradient(losses[loss], variables) for key, loss, variables in (
+            ("rec_e", "rec", enc), ("rec_g", "rec", gen), ("adv_e", "adv_e", enc), ("adv_g", "adv_g", gen))}
         del tape
         self.iteration.assign_add(1)
         if self.use_weight_policy:
@@ -393,8 +394,8 @@ class PIAD(Detector):
                      + [w_g * r + a for r, a in zip(grads["rec_g"], grads["adv_g"])])
         variables = enc + gen
         self.optimizer.apply_gradients(zip(self._with_decay(gradients, variables), variables))
-        for name, value in (("reconstruction", reconstruction), ("adv_g", adv_g), ("adv_e", adv_e),
-                            ("w_encoder", w_e), ("w_generator", w_g)):
+        for name, value in (("reconstruction", per_sample["rec"]), ("adv_g", per_sample["adv_g"]),
+                            ("adv_e", per_sample["adv_e"]), ("w_encoder", w_e), ("w_generator", w_g)):
             self.trackers[name].update_state(value)
 
     def _update_weights(self, total):
