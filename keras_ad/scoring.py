@@ -47,10 +47,16 @@ def crop_center(x, size: int):
     return x[:, top:bottom, left:right, :]
 
 
+DETECTOR_SCORE = "detector"  # postprocess.reduction: the detector's own image score, not one from the map
+
+
 def postprocess(maps, smoothing_sigma: float = 0.0, reduction: str = "max", topk_percent: float = 1.0):
-    """Anomaly map [N, H, W] -> (image score [N], smoothed map [N, H, W])."""
+    """Anomaly map [N, H, W] -> (image score [N], smoothed map [N, H, W]); the score is None for
+    `reduction: detector` (the detector gives its own)."""
     if smoothing_sigma > 0:
         maps = gaussian_blur(maps[..., None], smoothing_sigma)[..., 0]
+    if reduction == DETECTOR_SCORE:
+        return None, maps
     n_pixels = maps.shape[1] * maps.shape[2]
     flat = tf.reshape(maps, [-1, n_pixels])
     if reduction == "max":
@@ -63,9 +69,6 @@ def postprocess(maps, smoothing_sigma: float = 0.0, reduction: str = "max", topk
     else:
         raise ValueError(f"unknown reduction {reduction!r}")
     return scores, maps
-
-
-DETECTOR_SCORE = "detector"  # postprocess.reduction: the detector's own image score, not one from the map
 
 
 def variant_calibration(calibration: dict | None, variant: str) -> dict | None:
@@ -129,9 +132,8 @@ class Scorer:
         """The scoring graph itself (traced by `tf.function` and by every exporter)."""
         post = self.cfg.postprocess
         own_scores, maps = self.detector.score_and_map(self.preprocess(images), self.variant)
-        reduction = "max" if post.reduction == DETECTOR_SCORE else post.reduction
-        scores, maps = postprocess(maps, post.smoothing_sigma, reduction, post.topk_percent)
-        if post.reduction == DETECTOR_SCORE:
+        scores, maps = postprocess(maps, post.smoothing_sigma, post.reduction, post.topk_percent)
+        if scores is None:
             scores = own_scores
         out = {"score": scores, "anomaly_map": maps}
         if threshold is None and self.calibration:
