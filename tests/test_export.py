@@ -184,9 +184,10 @@ def loaded(request, exported):
 
 
 def _assert_same(outputs, expected):
-    """Equal up to float32 rounding: AnoGAN's score is a sum of ~10^3 in size (1e-6 relative)."""
+    """Equal up to float32 rounding: AnoGAN's score is a sum of ~10^3; PIAD's map comes through 10 VGG
+    convolutions whose op order differs inside tf.data (measured 1.3e-6 relative)."""
     for name in ("score", "anomaly_map", "defect_area"):
-        np.testing.assert_allclose(outputs[name], expected[name], atol=1e-6, rtol=1e-6)
+        np.testing.assert_allclose(outputs[name], expected[name], atol=1e-6, rtol=1e-5)
 
 
 def test_loaded_scorer_works_eagerly(loaded):
