@@ -176,6 +176,10 @@ def vgg19_relu4_2(size, weights: str):
             raise UsageError(f"detector.perceptual_weights: {weights}: cannot load VGG19 weights ({e}); give a "
                              f"VGG19 (no top) weight file") from None
     model = keras.Model(full.input, full.get_layer("block4_conv2").output, name="vgg19_relu4_2")
+    if weights == "none":  # He init keeps the random ReLU features' scale over ten convolutions
+        for layer in model.layers:
+            if hasattr(layer, "kernel"):
+                layer.kernel.assign(keras.initializers.HeNormal()(layer.kernel.shape))
     model.trainable = False
     return model
 
