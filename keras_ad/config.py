@@ -171,7 +171,9 @@ DETECTOR_PARAMS: dict[str, dict[str, Field]] = {
 }
 
 DETECTOR_PARAMS["piad"] = {
-    "latent_dim": Field(32, int, low=1, high=4096, doc="latent 1x1xd; MNIST/COIL 32, CIFAR-10 256, CelebA 64 (§1.b)"),
+    "latent_dim": Field(32, int, low=1, high=4096, doc="latent channels d; MNIST/COIL 32, CIFAR-10 256, CelebA 64, "
+                                                      "LSUN 32 (§1.b)"),
+    "latent_res": Field(1, int, low=1, high=512, doc="latent grid r x r x d: 1, or 4 for LSUN (§1.b)"),
     "generator_dims": Field([32, 32, 32, 32], list, doc="G widths, log2(2·size/4) entries (§1.b table)"),
     "encoder_dims": Field([32, 32, 32, 32], list, doc="E widths (§1.b table)"),
     "image_critic_dims": Field([32, 32, 32, 32], list, doc="D_x widths (§1.b table)"),
@@ -318,10 +320,13 @@ def _check_section(section, given, fields, source):
 
 
 def _check_piad_dims(det, size, source):
-    """Each width list needs log2(2·size/4) entries (§1.b); size a power of two >= 16."""
+    """Each width list needs log2(2·size / max(latent_res, 4)) entries (§1.b); size a power of two."""
     if size & (size - 1):
         raise ConfigError(source, "data.image_size", f"piad needs a power of two (32, 64, ...); got {size}")
-    needed = (2 * size // 4).bit_length() - 1
+    r = det["latent_res"]
+    if r != 1 and (r & (r - 1) or not 4 <= r <= size // 2):
+        raise ConfigError(source, "detector.latent_res", f"needs 1 or a power of two from 4 to image_size / 2; got {r}")
+    needed = (2 * size // max(r, 4)).bit_length() - 1
     for key in ("generator_dims", "encoder_dims", "image_critic_dims"):
         dims = det[key]
         if len(dims) != needed or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):

@@ -30,6 +30,23 @@ def test_cifar10_shapes_of_section_1b():
         _cfg(size=64)
 
 
+def test_lsun_spatial_latent_shapes_and_a_training_step():
+    """LSUN's 4x4x32 latent: E ends in PreActRes + 1x1 conv at 4x4, G starts with Res(32 -> 64) at 4x4,
+    D_z flattens 512 values; one fit() step runs and the score has one value per image."""
+    widths = {f"{k}_dims": [8] * 5 for k in ("generator", "encoder", "image_critic")}
+    cfg = _cfg(size=64, latent_res=4, **widths)
+    model = build(cfg)
+    assert model.encoder.output_shape == (None, 4, 4, 8)
+    assert model.generator.input_shape == (None, 4, 4, 8) and model.generator.output_shape == (None, 64, 64, 3)
+    assert model.latent_critic.layers[1].output.shape[1:] == (128,)
+    model.compile_phase(1e-4, 0.0)
+    losses = model.train_step(tf.random.stateless_uniform((12, 64, 64, 3), seed=(5, 6), minval=-1))
+    assert all(np.isfinite(float(v)) for v in losses.values())
+    assert model.score_and_map(tf.zeros((2, 64, 64, 3)))[0].shape == (2,)
+    with pytest.raises(config.ConfigError, match="latent_res"):
+        _cfg(size=64, latent_res=3, **widths)
+
+
 def test_wgan_gp_matches_a_hand_computation():
     """Quadratic critic D(x) = c·Σx² + b: ∇D(x̂) = 2c·x̂, so every sample's α changes its penalty."""
     rng = np.random.default_rng(0)

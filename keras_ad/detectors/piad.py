@@ -61,27 +61,37 @@ def preact_res(x, filters):
     return layers.Add()([main, _skip(x, filters)])
 
 
-# ---------------------------------------------------------------- networks (§1.b, latent_res = 1)
-def check_dims(dims, size, what):
-    needed = int(round(math.log2(2 * size / 4)))
+def res(x, filters):
+    """Not pre-activated: conv, LReLU, conv; skip identity or 1x1 conv (spatial latents only, §1.b)."""
+    main = conv(MaxLeakyReLU()(conv(x, filters, 3)), filters, 3)
+    return layers.Add()([main, _skip(x, filters)])
+
+
+# ---------------------------------------------------------------- networks (§1.b)
+def check_dims(dims, size, what, latent_res=1):
+    """Each width list has log2(2·size / max(latent_res, 4)) entries (§1.b)."""
+    needed = int(round(math.log2(2 * size / max(latent_res, 4))))
     if len(dims) != needed:
         raise ValueError(f"{what}: {len(dims)} widths given, {size}x{size} images need {needed} (§1.b)")
 
 
-def generator(size, channels, dims, latent_dim, name="generator"):
-    """z [1, 1, d] -> zero-pad 3 + conv 4x4 (a dense to 4x4) -> UpBlocks -> PreActRes -> LReLU, 1x1 conv.
-    Linear output: no tanh (§1.g.1)."""
-    check_dims(dims, size, "detector.generator_dims")
-    z = keras.Input((1, 1, latent_dim))
-    x = conv(layers.ZeroPadding2D(3)(z), dims[0], 4, padding="valid")
+def generator(size, channels, dims, latent_dim, latent_res=1, name="generator"):
+    """z [r, r, d] -> a 4x4 start (r = 1: zero-pad 3 + conv 4x4, a dense; r > 1: Res at r x r) -> UpBlocks
+    -> PreActRes -> LReLU, 1x1 conv. Linear output: no tanh (§1.g.1)."""
+    check_dims(dims, size, "detector.generator_dims", latent_res)
+    z = keras.Input((latent_res, latent_res, latent_dim))
+    if latent_res == 1:
+        x = conv(layers.ZeroPadding2D(3)(z), dims[0], 4, padding="valid")
+    else:
+        x = res(z, dims[0])
     for width in dims[1:]:
         x = up_block(x, width)
     x = preact_res(x, dims[-1])
     return keras.Model(z, conv(MaxLeakyReLU()(x), channels, 1), name=name)
 
 
-def _encoder_trunk(size, channels, dims, what):
-    check_dims(dims, size, what)
+def _encoder_trunk(size, channels, dims, what, latent_res=1):
+    check_dims(dims, size, what, latent_res)
     dims = [dims[0]] + list(dims)  # the list is prefixed with its first element (§1.b)
     image = keras.Input((size, size, channels))
     x = conv(image, dims[0], 3)
@@ -90,10 +100,14 @@ def _encoder_trunk(size, channels, dims, what):
     return image, x, dims[-1]
 
 
-def encoder(size, channels, dims, latent_dim, name="encoder"):
-    """conv 3x3 -> DownBlocks to 4x4 -> LReLU, conv 4x4 valid, LReLU -> 1x1 conv to z [1, 1, d]."""
-    image, x, width = _encoder_trunk(size, channels, dims, "detector.encoder_dims")
-    x = MaxLeakyReLU()(conv(MaxLeakyReLU()(x), width, 4, padding="valid"))
+def encoder(size, channels, dims, latent_dim, latent_res=1, name="encoder"):
+    """conv 3x3 -> DownBlocks to max(r, 4) -> (r = 1: LReLU, conv 4x4 valid, LReLU; r > 1: PreActRes,
+    LReLU) -> 1x1 conv to z [r, r, d]."""
+    image, x, width = _encoder_trunk(size, channels, dims, "detector.encoder_dims", latent_res)
+    if latent_res == 1:
+        x = MaxLeakyReLU()(conv(MaxLeakyReLU()(x), width, 4, padding="valid"))
+    else:
+        x = MaxLeakyReLU()(preact_res(x, width))
     return keras.Model(image, conv(x, latent_dim, 1), name=name)
 
 
@@ -104,9 +118,9 @@ def image_critic(size, channels, dims, name="image_critic"):
     return keras.Model(image, layers.Flatten()(conv(x, 1, 1)), name=name)
 
 
-def latent_critic(latent_dim, dims, name="latent_critic"):
+def latent_critic(latent_dim, dims, latent_res=1, name="latent_critic"):
     """Flattened z -> dense, LReLU, ... -> 1; Glorot-uniform kernels scaled by each layer's gain (§1.b)."""
-    z = keras.Input((1, 1, latent_dim))
+    z = keras.Input((latent_res, latent_res, latent_dim))
     x = layers.Flatten()(z)
     for width in dims:
         init = keras.initializers.VarianceScaling(LEAKY_GAIN ** 2, mode="fan_avg", distribution="uniform")
@@ -449,9 +463,11 @@ def from_config(cfg):
     vgg = vgg19_relu4_2(size, det.perceptual_weights)
     mean, std = feature_statistics(det.perceptual_weights, det.perceptual_stats)
     features = PerceptualFeatures(vgg, mean, std, caffe_input=det.perceptual_weights == "keras-imagenet")
-    return PIAD(encoder(size, channels, det.encoder_dims, det.latent_dim),
-                generator(size, channels, det.generator_dims, det.latent_dim),
-                image_critic(size, channels, det.image_critic_dims), latent_critic(det.latent_dim, det.latent_critic_dims),
+    r = det.latent_res
+    return PIAD(encoder(size, channels, det.encoder_dims, det.latent_dim, r),
+                generator(size, channels, det.generator_dims, det.latent_dim, r),
+                image_critic(size, channels, det.image_critic_dims),
+                latent_critic(det.latent_dim, det.latent_critic_dims, r),
                 features, n_dis=det.n_dis, critic_learning_rate=det.critic_learning_rate,
                 weight_decay=det.weight_decay, weight_policy=det.weight_policy,
                 weight_update_every=det.weight_update_every, name="piad")
