@@ -66,6 +66,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "layout": Field("mvtec", choices=("mvtec", "folder", "normal_abnormal", "one_class"),
                         doc="folder layout, see README 'Data layouts'"),
         "root": Field(None, allow=OPTIONAL, doc="data set folder, or synthetic:<category> for the built-in demo"),
+        "source": Field(None, allow=OPTIONAL, doc="one_class: a labelled set written once as class folders, in "
+                                                  "place of data.root: keras:mnist|fashion_mnist|cifar10, a .npz, "
+                                                  "cifar-10-python.tar.gz, coil100:|celeba:|lsun:<folder> (§1.a)"),
         "category": Field(None, allow=OPTIONAL, doc="MVTec category sub-folder (mvtec layout)"),
         "image_size": Field(256, int, low=32, high=1024, doc="model input side; 256 in §3.a"),
         "channels": Field(1, int, choices=(1, 3), doc="1 = grey, 3 = RGB"),
@@ -95,6 +98,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "epochs": Field(AUTO, int, low=1, high=100000, allow=(AUTO,),
                         doc="auto = floor(augmented_images / training images), §3.d"),
         "augmented_images": Field(10000, int, low=1, doc="images seen per run for epochs: auto, §3.d"),
+        "iterations": Field(None, int, low=1, allow=OPTIONAL,
+                            doc="optimiser steps in all, for papers that count them (PIAD §1.d); sets the epochs"),
+        "min_epoch_images": Field(0, int, low=0, doc="smaller training sets are repeated to this many images "
+                                                     "per epoch (PIAD: 10000, §1.a)"),
         "batch_size": Field(12, int, low=1, high=4096, doc="the repo README's example, §3.d"),
         "learning_rate": Field(AUTO, float, low=0.0, high=1.0, allow=(AUTO,),
                                doc="Adam; auto = the detector's paper: cae 2e-4 (§3.d), ganomaly2d 1e-4, "
@@ -338,8 +345,11 @@ def _check_piad_dims(det, size, source):
 
 def _check_consistency(values, source):
     data, det = values["data"], values["detector"]
-    if data["root"] is None:
-        raise ConfigError(source, "data.root", "is required: the data set folder (or synthetic:<category>)")
+    if data["root"] is None and data["source"] is None:
+        raise ConfigError(source, "data.root", "is required: the data set folder (or synthetic:<category>; "
+                                               "one_class: or data.source)")
+    if data["source"] is not None and data["layout"] != "one_class":
+        raise ConfigError(source, "data.source", f"is for the one_class layout; layout {data['layout']} reads data.root")
     if data["layout"] == "one_class" and bool(data["abnormal_class"]) == bool(data["normal_class"]):
         raise ConfigError(source, "data.abnormal_class", "the one_class layout needs exactly one of "
                                                          "data.abnormal_class (that class is the anomaly, GANomaly) "

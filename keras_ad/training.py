@@ -29,8 +29,12 @@ def select_strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def resolve_epochs(train_cfg, n_train):
-    """§3.d: epochs = floor(augmented images / training images) unless given."""
+def resolve_epochs(train_cfg, n_train, step_images):
+    """train.iterations rounded up to whole epochs of `step_images` per step; else train.epochs; else
+    §3.d's floor(augmented images / training images)."""
+    if train_cfg.iterations:
+        steps_per_epoch = max(n_train, train_cfg.min_epoch_images) // step_images
+        return -(-train_cfg.iterations // steps_per_epoch)
     if train_cfg.epochs != "auto":
         return train_cfg.epochs
     return max(1, train_cfg.augmented_images // max(n_train, 1))
@@ -128,15 +132,17 @@ def train(cfg, run: Run, resume: bool = False):
     files = layouts.discover(cfg.data, seed=cfg.train.seed, need_test=False)
     train_images, _, _ = pipeline.load_images(files.train, cfg.data, "training images")
     val_images, _, _ = pipeline.load_images(files.val, cfg.data, "validation images")
-    epochs = resolve_epochs(cfg.train, len(train_images))
 
     strategy = select_strategy(cfg.train.strategy)
     replicas = strategy.num_replicas_in_sync
-    print(f"training {cfg.detector.name} on {len(train_images)} images ({len(val_images)} validation), "
-          f"{epochs} epochs, batch {cfg.train.batch_size}, {replicas} replica(s)", flush=True)
     with strategy.scope():
         model = detectors.build(cfg)
-    train_ds = pipeline.training_dataset(train_images, cfg.train, cfg.train.batch_size * model.batches_per_step)
+    step_images = cfg.train.batch_size * model.batches_per_step
+    epochs = resolve_epochs(cfg.train, len(train_images), step_images)
+    repeated = f", repeated to {cfg.train.min_epoch_images} per epoch" if cfg.train.min_epoch_images > len(train_images) else ""
+    print(f"training {cfg.detector.name} on {len(train_images)} images{repeated} ({len(val_images)} validation), "
+          f"{epochs} epochs, batch {cfg.train.batch_size}, {replicas} replica(s)", flush=True)
+    train_ds = pipeline.training_dataset(train_images, cfg.train, step_images)
     val_ds = pipeline.eval_dataset(val_images, cfg.train.batch_size) if len(val_images) else None
     samples = (val_images if len(val_images) else train_images)[:8]
     state = None

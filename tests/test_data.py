@@ -211,3 +211,22 @@ def test_one_normal_class_protocols_of_piad(tmp_path):
     assert files.test == layouts.discover(cfg.data, seed=3).test  # seeded
     with pytest.raises(config.ConfigError, match="exactly one of"):
         _cfg(pooled, layout="one_class", normal_class="b", abnormal_class="a")
+
+
+def test_small_sets_repeat_to_min_epoch_images_each_pass_shuffled(tiny_data):
+    """PIAD's §1.a: a set shorter than 10 000 is virtually repeated; every pass holds every image once."""
+    cfg = config.validate({"data": {"root": str(tiny_data)}, "train": {"min_epoch_images": 50, "augment": False}})
+    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    seen = np.concatenate([b.numpy().ravel() for b in pipeline.training_dataset(images, cfg.train, batch_size=5)])
+    assert len(seen) == 50
+    assert all(sorted(seen[i:i + 10]) == list(range(10)) for i in range(0, 50, 10))
+    assert any(list(seen[i:i + 10]) != list(seen[:10]) for i in range(10, 50, 10))  # reshuffled per pass
+
+
+def test_iterations_set_the_epochs():
+    from keras_ad.training import resolve_epochs
+
+    cfg = config.validate({"data": {"root": "/x"}, "train": {"iterations": 1000, "min_epoch_images": 10000}})
+    assert resolve_epochs(cfg.train, 600, step_images=96) == 10  # 104 steps of 3 x 32 per repeated epoch
+    cfg = config.validate({"data": {"root": "/x"}, "train": {"epochs": 7}})
+    assert resolve_epochs(cfg.train, 600, step_images=96) == 7

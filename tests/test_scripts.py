@@ -68,7 +68,7 @@ def test_mnist_and_cifar10_archives_become_one_class_folders(tmp_path):
              y_test=np.array([1, 9]))
     assert script.main(["--dataset", "mnist", "--file", str(tmp_path / "mnist.npz"), "--out", str(tmp_path / "m")]) == 0
     assert sorted(os.listdir(tmp_path / "m" / "1")) == ["test_00000.png", "train_00001.png", "train_00002.png"]
-    assert len(os.listdir(tmp_path / "m")) == 10
+    assert sorted(os.listdir(tmp_path / "m")) == ["0", "1", "2", "3", "9"]
 
     with tarfile.open(tmp_path / "cifar.tar.gz", "w:gz") as archive:
         for name, labels in (("data_batch_1", [2, 0]), ("test_batch", [9])):

@@ -9,7 +9,8 @@ Four layouts (README, "Data layouts"):
             leave-one-class-out protocol, §4.1).
 The last two have no test split: a seeded `data.test_fraction` of the normal images and every
 abnormal image form it; no masks.
-A root of the form `synthetic:<category>` generates the built-in demo data set (cached) first.
+A root of the form `synthetic:<category>` generates the built-in demo data set (cached) first;
+`data.source` (one_class) writes a labelled set's class folders once (keras_ad.data.sources).
 Every folder is filtered with `data.pattern` (e.g. `*.jpg`, AnoGAN's --input_fname_pattern, §2.a).
 """
 
@@ -49,7 +50,12 @@ class DatasetFiles:
 
 
 def resolve_root(data_cfg) -> str:
-    """The folder that holds train/ and test/ for this config (generating the demo data if asked)."""
+    """The folder that holds train/ and test/ (or the class folders) for this config, generating the demo
+    data or writing data.source's class folders first if asked."""
+    if data_cfg.source:
+        from keras_ad.data import sources
+
+        return sources.materialise(data_cfg.source)
     root = data_cfg.root
     if root.startswith("synthetic:"):
         from keras_ad.data import synthetic

@@ -90,14 +90,18 @@ def augment(image, seed, rotation_deg, shift, brightness):
 
 
 def training_dataset(images, train_cfg, batch_size=None, shuffle=True, augment_images=None):
-    """tf.data over in-memory images: shuffle, augment (parallel), batch (drop remainder), prefetch."""
+    """tf.data over in-memory images: shuffle, repeat up to train.min_epoch_images (each pass shuffled
+    anew), augment (parallel), batch (drop remainder), prefetch."""
     batch_size = batch_size or train_cfg.batch_size
-    if len(images) < batch_size:
-        raise DataError(f"only {len(images)} training images but train.batch_size is {batch_size}; "
+    repeats = -(-train_cfg.min_epoch_images // len(images)) if len(images) else 1
+    if len(images) * max(repeats, 1) < batch_size:
+        raise DataError(f"only {len(images)} training images but a training step takes {batch_size}; "
                         f"add images or lower train.batch_size")
     ds = tf.data.Dataset.from_tensor_slices(images)
     if shuffle:
         ds = ds.shuffle(len(images), seed=train_cfg.seed, reshuffle_each_iteration=True)
+    if repeats > 1:
+        ds = ds.repeat(repeats).take(train_cfg.min_epoch_images)
     if train_cfg.augment if augment_images is None else augment_images:
         seeds = tf.data.Dataset.random(seed=train_cfg.seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(

@@ -22,8 +22,9 @@ VERSION = 1  # bump when the generator changes, so cached copies are regenerated
 
 
 def default_cache_dir() -> str:
-    base = os.environ.get("KERAS_AD_HOME", os.path.join(os.path.expanduser("~"), ".cache", "keras_ad"))
-    return os.path.join(base, f"synthetic-v{VERSION}")
+    from keras_ad.data import cache_home
+
+    return os.path.join(cache_home(), f"synthetic-v{VERSION}")
 
 
 def ensure(category: str, cache_dir: str | None = None) -> str:

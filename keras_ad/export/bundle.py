@@ -47,7 +47,7 @@ def export_run(run_dir, formats=FORMATS, quantize=("none",), out_dir=None, overw
     _log("loading validation and test images for the parity check ...")
     data = parity.load_parity_set(scorer.cfg)
     if not data.images:
-        raise UsageError(f"{run.path}: no validation or test images found at {scorer.cfg.data.root}")
+        raise UsageError(f"{run.path}: no validation or test images found at {scorer.cfg.data.source or scorer.cfg.data.root}")
 
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}-", dir=os.path.dirname(out_dir))
