@@ -38,6 +38,8 @@ class Field:
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if kinds == (str,) and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # a class folder called 3 given as --set data.normal_class=3
         if isinstance(value, bool) and bool not in kinds:
             raise ConfigError(source, key, f"expected {_kind_name(self)}, got {value!r}")
         if not isinstance(value, kinds):
@@ -81,7 +83,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "normal_class": Field(None, allow=OPTIONAL, doc="one_class: the class folder that is normal, all others "
                                                           "abnormal (PIAD's protocol, §1.a)"),
         "official_split": Field(False, bool, doc="one_class: train/test by the train_/test_ file-name prefixes "
-                                                 "of scripts/export_keras_dataset.py (MNIST, CIFAR-10, §1.a)"),
+                                                 "that data.source writes (MNIST, CIFAR-10, CelebA, LSUN, §1.a)"),
         "equal_anomalies": Field(False, bool, doc="one_class: as many (seeded) test anomalies as test normals "
                                                   "(Fashion-MNIST, COIL-100, §1.a)"),
         "skip_unreadable": Field(False, bool, doc="skip corrupt images with a warning instead of failing"),
@@ -92,7 +94,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                  "(AnoGAN's --crop, 108 for CelebA, §2.a); part of the scoring graph"),
     },
     "detector": {
-        "name": Field("cae", choices=("cae", "ganomaly2d", "anogan", "piad")),
+        "name": Field("cae", choices=("cae", "ganomaly2d", "anogan", "piad"), doc="the detector; its own keys follow"),
     },
     "train": {
         "epochs": Field(AUTO, int, low=1, high=100000, allow=(AUTO,),
@@ -108,7 +110,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                    "its 1d variant 2e-4 (§4), anogan 2e-4 (§2.d)"),
         "lr_decay": Field(AUTO, float, low=0.0, high=1.0, allow=(AUTO,),
                           doc="Keras-2 inverse-time decay per step; auto = cae 1e-5 (§3.d), ganomaly2d and anogan 0"),
-        "seed": Field(0, int, low=0),
+        "seed": Field(0, int, low=0, doc="seeds weights, validation split, shuffling, augmentation"),
         "strategy": Field(AUTO, choices=(AUTO, "default", "mirrored", "multiworker"),
                           doc="auto = mirrored when more than one GPU is visible"),
         "augment": Field(True, bool, doc="rotation, shift, brightness of §3.a"),
@@ -116,7 +118,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "shift": Field(0.05, float, low=0.0, high=0.5, doc="fraction of width/height, §3.a"),
         "brightness": Field(0.05, float, low=0.0, high=0.5, doc="factor U(1-b, 1+b), §3.a"),
         "sample_every": Field(5, int, low=1, doc="epochs between image grids"),
-        "keep_checkpoints": Field(2, int, low=1),
+        "keep_checkpoints": Field(2, int, low=1, doc="complete checkpoints kept in checkpoints/"),
     },
     "postprocess": {
         "smoothing_sigma": Field(0.0, float, low=0.0, high=32.0, doc="Gaussian blur of the map, pixels"),

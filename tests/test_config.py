@@ -43,8 +43,9 @@ def test_bad_values_name_file_and_key(tmp_path, text, key, words):
 
 def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
     path = _write(tmp_path, "data: {root: /x}\n")
-    cfg = config.load(path, ["train.epochs=7", "data.channels=3", "train.augment=false"])
+    cfg = config.load(path, ["train.epochs=7", "data.channels=3", "train.augment=false", "data.normal_class=3"])
     assert (cfg.train.epochs, cfg.data.channels, cfg.train.augment) == (7, 3, False)
+    assert cfg.data.normal_class == "3"  # a class folder name, though YAML reads a number
     with pytest.raises(ConfigError, match="train.epochs"):
         config.load(path, ["train.epochs=0"])
     with pytest.raises(ConfigError, match="expected key.path=value"):
