@@ -53,7 +53,7 @@ def evaluate_run(run, cfg, scorer) -> dict:
     defects = np.array(test["defects"])
 
     report = {"run": run.name, "detector": cfg.detector.name, "data_root": files.root,
-              **metrics.summary(labels, scores, masks, maps, has_mask, fpr_limit), "per_defect": {}}
+              "caveats": list(scorer.detector.caveats), **metrics.summary(labels, scores, masks, maps, has_mask, fpr_limit), "per_defect": {}}
     for defect in sorted(set(defects) - {layouts.GOOD}):
         keep = (defects == defect) | (labels == 0)
         report["per_defect"][defect] = metrics.summary(labels[keep], scores[keep], masks[keep], maps[keep],
@@ -135,12 +135,14 @@ def summary_table(report) -> str:
     if decision:
         lines.append(f"calibrated decision (threshold {decision['pixel_threshold']:.6g}, min area "
                      f"{decision['min_area']}): TPR {_fmt(decision['tpr'])}  TNR {_fmt(decision['tnr'])}")
+    lines += [f"caveat: {caveat}" for caveat in report.get("caveats", [])]
     return "\n".join(lines)
 
 
 def markdown_report(report) -> str:
     out = [f"# Evaluation of run `{report['run']}` ({report['detector']})", "",
            f"Data: `{report['data_root']}`; {report['n_images']} test images, {report['n_defective']} defective.", "",
+           *[f"> Caveat: {caveat}\n" for caveat in report.get("caveats", [])],
            "| subset | images | " + " | ".join(METRIC_KEYS) + " |",
            "|---|---|" + "---|" * len(METRIC_KEYS)]
     rows = [("all", report)] + list(report["per_defect"].items())

@@ -37,6 +37,8 @@ class Detector(keras.Model):
     Inputs are pre-processed images: float32 [N, H, W, C] in [0, 1] (see `keras_ad.scoring.preprocess`).
     """
 
+    caveats: tuple = ()  # how this model departs from its paper, printed in every evaluation report
+
     @property
     def metrics(self):
         """A custom train_step's loss trackers (`self.trackers`, reset by fit every epoch), else Keras'."""

@@ -464,10 +464,17 @@ def from_config(cfg):
     mean, std = feature_statistics(det.perceptual_weights, det.perceptual_stats)
     features = PerceptualFeatures(vgg, mean, std, caffe_input=det.perceptual_weights == "keras-imagenet")
     r = det.latent_res
-    return PIAD(encoder(size, channels, det.encoder_dims, det.latent_dim, r),
+    model = PIAD(encoder(size, channels, det.encoder_dims, det.latent_dim, r),
                 generator(size, channels, det.generator_dims, det.latent_dim, r),
                 image_critic(size, channels, det.image_critic_dims),
                 latent_critic(det.latent_dim, det.latent_critic_dims, r),
                 features, n_dis=det.n_dis, critic_learning_rate=det.critic_learning_rate,
                 weight_decay=det.weight_decay, weight_policy=det.weight_policy,
                 weight_update_every=det.weight_update_every, name="piad")
+    if det.perceptual_weights == "none":
+        model.caveats = ("perceptual_weights: none: the perceptual loss and the score use random VGG19 features, "
+                         "not ImageNet-trained ones; AUROCs are not comparable to PIAD's",)
+    elif det.perceptual_weights == "keras-imagenet":
+        model.caveats = ("perceptual_weights: keras-imagenet: Keras' VGG19 and its own feature statistics, not "
+                         "torchvision's of the paper (§1.g.2)",)
+    return model
