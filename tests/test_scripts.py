@@ -152,3 +152,57 @@ def test_digits_benchmark_writes_its_table(tmp_path, capsys):
     result = json.loads((tmp_path / "digits.json").read_text())["results"]["cae"]
     assert 0.0 <= result["per_class"]["3"]["image_auroc"] <= 1.0 and result["total_seconds"] > 0
     assert "| cae |" in (tmp_path / "digits.md").read_text()
+
+
+def _run_all_script():
+    spec = importlib.util.spec_from_file_location("run_all", os.path.join(SCRIPTS, "run_all.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_all_tables_runs_and_resumes(tmp_path, monkeypatch, capsys):
+    """Two tiny runs of the MNIST config on digits: mean ± std per class; a second call trains nothing,
+    and a run whose report is gone is resumed from its checkpoint, not retrained."""
+    import json
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    monkeypatch.setenv("KERAS_AD_HOME", str(tmp_path / "home"))
+    digits = load_digits()
+    images = (digits.images * 16).clip(0, 255).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=images[::3], y_train=digits.target[::3], x_test=images[1::12],
+             y_test=digits.target[1::12])
+    tiny = ["data.source=" + str(tmp_path / "d.npz"), "detector.perceptual_weights=none", "detector.latent_dim=8",
+            "detector.latent_critic_dims=[16,16]", "train.iterations=2", "train.min_epoch_images=0",
+            "train.batch_size=16"]
+    tiny += [f"detector.{k}_dims=[8,8,8,8]" for k in ("generator", "encoder", "image_critic")]
+    run_all = _run_all_script()
+    args = ["--datasets", "mnist", "--classes", "3", "--runs", "2", "--out", str(tmp_path / "all")]
+    args += [a for s in tiny for a in ("--set", s)]
+    assert run_all.main(args) == 0
+    results = json.loads((tmp_path / "all" / "results.json").read_text())
+    aurocs = [results["runs"]["mnist"]["3"][k]["image_auroc"] for k in ("0", "1")]
+    row = results["table"]["mnist"]["3"]
+    assert row["runs"] == 2 and row["mean"] == np.mean(aurocs) and row["std"] == np.std(aurocs)
+    assert f"| 3 | {np.mean(aurocs):.4f} ± {np.std(aurocs):.4f} | 2 |" in (tmp_path / "all" / "results.md").read_text()
+
+    run1 = tmp_path / "all" / "mnist" / "3" / "run1"
+    weights = (run1 / "model.weights.h5").stat().st_mtime
+    (run1 / "report.json").unlink()
+    capsys.readouterr()
+    assert run_all.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("training piad") == 1 and out.count("resuming from") == 1  # run0 skipped, run1 resumed
+    assert json.loads((tmp_path / "all" / "results.json").read_text())["runs"] == results["runs"]
+    assert (run1 / "model.weights.h5").stat().st_mtime >= weights
+    assert run_all.main(["--datasets", "imagenet"]) == 2
+
+
+def test_run_all_celeba_row_per_attribute():
+    run_all = _run_all_script()
+    reports = [{"per_defect": {"Bald": {"image_auroc": a}, "Bangs": {"image_auroc": b}}} for a, b in ((0.8, 0.6), (0.6, 0.7))]
+    table = run_all.summarise({"celeba": {"normal": {str(k): run_all.aurocs("celeba", r) for k, r in enumerate(reports)}}})
+    assert table["celeba"]["Bald"]["mean"] == 0.7 and abs(table["celeba"]["Bangs"]["std"] - 0.05) < 1e-12
+    assert abs(table["celeba"]["mean"]["mean"] - 0.675) < 1e-12
