@@ -206,3 +206,39 @@ def test_run_all_celeba_row_per_attribute():
     table = run_all.summarise({"celeba": {"normal": {str(k): run_all.aurocs("celeba", r) for k, r in enumerate(reports)}}})
     assert table["celeba"]["Bald"]["mean"] == 0.7 and abs(table["celeba"]["Bangs"]["std"] - 0.05) < 1e-12
     assert abs(table["celeba"]["mean"]["mean"] - 0.675) < 1e-12
+
+
+def test_perceptual_stats_standardise_the_features_they_were_computed_on(tmp_path, capsys):
+    """Statistics written by the script, read back by PIAD, standardise the relu4_2 features of the same
+    images to mean 0 and std 1 per channel (a seeded random VGG19 here: no download)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    from keras_ad.detectors import piad
+    from keras_ad.scoring import preprocess
+
+    spec = importlib.util.spec_from_file_location("perceptual_stats", os.path.join(SCRIPTS, "perceptual_stats.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs" / "sub").mkdir(parents=True)
+    images = [rng.integers(0, 255, (40 + i, 36, 3), dtype=np.uint8) for i in range(6)]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / "imgs" / "sub" / f"{i}.png")
+    out = tmp_path / "stats.json"
+    args = ["--weights", "none", "--images", str(tmp_path / "imgs"), "--out", str(out), "--size", "32"]
+    keras.utils.set_random_seed(0)
+    assert script.main(args) == 0
+    mean, std = piad.feature_statistics("keras-imagenet", str(out))
+
+    keras.utils.set_random_seed(0)  # the same random VGG19 again
+    features = piad.PerceptualFeatures(piad.vgg19_relu4_2(32, "none"), mean, np.maximum(std, 1e-12))
+    batch = tf.concat([preprocess(image[None], 32, 3) for image in images], 0) * 2.0 - 1.0
+    standardised = features(batch).numpy().reshape(-1, 512)
+    alive = std > 1e-3  # channels the ReLU never opens on these images stay 0
+    assert alive.sum() > 100
+    np.testing.assert_allclose(standardised[:, alive].mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(standardised[:, alive].std(0), 1.0, atol=1e-3)
+    assert script.main(args) == 2 and "exists" in capsys.readouterr().err  # never overwrites

@@ -5,9 +5,6 @@ learned adversarially with a WGAN-GP critic (D_x on images, D_z on latents), and
 the relative-perceptual-L1 reconstruction loss on VGG19 relu4_2 features, weighted per network by the
 gradient-normalising weight policy. Score: relative-perceptual-L1(x, G(E(x))) (§1.e); the map (ours)
 is its per-position part, upsampled from the relu4_2 grid.
-
-In progress (issue #4): networks, losses, weight policy, train step, scoring and export are here; the
-configs beyond MNIST and CIFAR-10, run_all and the benchmarks are not.
 """
 
 from __future__ import annotations
@@ -211,8 +208,9 @@ def feature_statistics(weights: str, stats_file: str | None = None):
         from keras_ad.errors import UsageError
 
         raise UsageError("detector.perceptual_stats: Keras' ImageNet VGG19 differs from torchvision's, whose "
-                         "released statistics do not apply (§1.g.2); recompute them for it and set "
-                         "detector.perceptual_stats to the file")
+                         "released statistics do not apply (§1.g.2); compute its own with scripts/perceptual_stats.py "
+                         "--weights keras-imagenet --images <folder> --out stats.json and set "
+                         "detector.perceptual_stats to that file")
     with open(path) as f:
         stats = json.load(f)
     return np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
