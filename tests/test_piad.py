@@ -164,3 +164,23 @@ def test_piad_mnist_config_trains_on_an_npz_source(tmp_path, monkeypatch):
     assert report["n_images"] == int(test.sum()) and report["n_defective"] == int((labels[test] != 3).sum())
     assert 0.0 <= report["image_auroc"] <= 1.0
     assert "random VGG19 features" in report["caveats"][0]
+
+
+def test_perceptual_weight_sources_say_how_to_supply_them(tmp_path, monkeypatch):
+    import keras
+
+    from keras_ad.errors import UsageError
+
+    with pytest.raises(UsageError, match="convert_torchvision_vgg19.py"):
+        p.vgg19_relu4_2(32, "torchvision")
+    with pytest.raises(UsageError, match="scripts/perceptual_stats.py --weights keras-imagenet"):
+        p.feature_statistics("keras-imagenet")
+    with pytest.raises(UsageError, match="absent.h5: cannot load VGG19 weights"):
+        p.vgg19_relu4_2(32, str(tmp_path / "absent.h5"))
+
+    def offline(**kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno 101] unreachable")
+
+    monkeypatch.setattr(keras.applications, "VGG19", offline)
+    with pytest.raises(UsageError, match="~/.keras/models/"):
+        p.vgg19_relu4_2(32, "keras-imagenet")
