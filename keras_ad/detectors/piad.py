@@ -394,8 +394,9 @@ class PIAD(Detector):
                 "adv_e": -self.latent_critic(z, training=True)[:, 0]}
             losses = {k: tf.nn.compute_average_loss(v) for k, v in per_sample.items()}
         enc, gen = self.encoder.trainable_variables, self.generator.trainable_variables
-        grads = {key: tape.gradient(losses[loss], variables) for key, loss, variables in (
-            ("rec_e", "rec", enc), ("rec_g", "rec", gen), ("adv_e", "adv_e", enc), ("adv_g", "adv_g", gen))}
+        rec = tape.gradient(losses["rec"], enc + gen)  # one backward pass through the VGG for E and G
+        grads = {"rec_e": rec[:len(enc)], "rec_g": rec[len(enc):],
+                 "adv_e": tape.gradient(losses["adv_e"], enc), "adv_g": tape.gradient(losses["adv_g"], gen)}
         del tape
         self.iteration.assign_add(1)
         if self.use_weight_policy:
