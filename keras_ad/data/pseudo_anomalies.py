@@ -1,0 +1,176 @@
+"""LNTRA's pseudo anomalies (Astrid et al. 2021, detectors.md §5.c): what a training clip becomes, and
+the normal clip it must still be reconstructed as.
+
+Clips are float32 [T, H, W] (grey, [-1, 1]). Patch-based: x̃ = m·I + (1 - m)·x with an intruder I and
+a mask m per frame; skip-frame: frames start + i·s of the same video. The target is always the normal
+clip: the autoencoder learns to repair anomalies, not to reproduce them (§5.g.1).
+Sizes in pixels (the 10-pixel minimum patch side, max_move) are the paper's at 256x256 and scale with
+the frame width.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PATCH_KINDS = ("smoothmix_c", "smoothmix_s", "cutmix", "mixup_patch")
+KINDS = ("skip_frame",) + PATCH_KINDS  # the order of the source's probability intervals (§5.c)
+PAPER_SIDE = 256  # the frame side the paper's pixel sizes refer to
+MIN_PATCH = 10
+
+
+def patch_size(rng, height, width, max_size):
+    """(h_b, w_b) = max(10, floor(U(0, α)·side)) each, drawn independently (§5.c)."""
+    floor = max(1, round(MIN_PATCH * width / PAPER_SIDE))
+    return (max(floor, int(rng.uniform(0, max_size) * height)), max(floor, int(rng.uniform(0, max_size) * width)))
+
+
+def box(center, size, limit, half_open_from_start=True):
+    """[start, stop) of a box side: CutMix clips the start, then adds the full size (§5.c); the smooth
+    square spans [c - size//2, c + size//2), clipped."""
+    if half_open_from_start:
+        start = max(0, center - size // 2)
+        return start, min(limit, start + size)
+    return max(0, center - size // 2), min(limit, center + size // 2)
+
+
+def cutmix_mask(height, width, cy, cx, hb, wb):
+    mask = np.zeros((height, width), np.float32)
+    (y1, y2), (x1, x2) = box(cy, hb, height), box(cx, wb, width)
+    mask[y1:y2, x1:x2] = 1.0
+    return mask
+
+
+def mixup_patch_mask(height, width, cy, cx, hb, wb):
+    """The CutMix box, where x̃ = 0.5·I + 0.5·x."""
+    return 0.5 * cutmix_mask(height, width, cy, cx, hb, wb)
+
+
+def _trapezoid(length, start, stop, ramp):
+    """1 on [start, stop), falling linearly to 0 over `ramp` pixels on either side."""
+    position = np.arange(length, dtype=np.float32)
+    outside = np.maximum(start - position, position - (stop - 1))  # 1 at the first pixel outside
+    if ramp <= 0:
+        return (outside <= 0).astype(np.float32)
+    return np.clip(1.0 - outside / ramp, 0.0, 1.0).astype(np.float32)
+
+
+def smoothmix_s_mask(height, width, cy, cx, hb, wb):
+    """Square with a soft border: the box [c - ⌊size/2⌋, c + ⌊size/2⌋), ramps of 0.1·⌊size/2⌋ pixels."""
+    (y1, y2), (x1, x2) = box(cy, hb, height, False), box(cx, wb, width, False)
+    return np.outer(_trapezoid(height, y1, y2, 0.1 * (hb // 2)), _trapezoid(width, x1, x2, 0.1 * (wb // 2)))
+
+
+def smoothmix_c_mask(height, width, cy, cx, hb, wb):
+    """Unnormalised Gaussian, σ_y = h_b, σ_x = w_b, peak 1; built [y][x] (the source's [x][y] is only
+    right for square frames, §5.g.8)."""
+    y = np.arange(height, dtype=np.float32)[:, None]
+    x = np.arange(width, dtype=np.float32)[None, :]
+    return (np.exp(-(y - cy) ** 2 / (2.0 * hb ** 2)) * np.exp(-(x - cx) ** 2 / (2.0 * wb ** 2))).astype(np.float32)
+
+
+MASKS = {"cutmix": cutmix_mask, "mixup_patch": mixup_patch_mask, "smoothmix_s": smoothmix_s_mask,
+         "smoothmix_c": smoothmix_c_mask}
+
+
+def patch_masks(rng, kind, frames, height, width, max_size, max_move):
+    """Masks [T, H, W] of one patch-based pseudo anomaly: one position for all frames (max_move 0) or a
+    random walk of the centre by integer steps in [-β, β], clipped to the frame (§5.c)."""
+    hb, wb = patch_size(rng, height, width, max_size)
+    inclusive = 1 if kind == "smoothmix_c" else 0  # SmoothMixC draws its centre in [0, W] inclusive
+    cy, cx = int(rng.integers(0, height + inclusive)), int(rng.integers(0, width + inclusive))
+    step = int(round(max_move * width / PAPER_SIDE))
+    masks = []
+    for _ in range(frames):
+        masks.append(MASKS[kind](height, width, cy, cx, hb, wb))
+        if step == 0:
+            return np.broadcast_to(masks[0], (frames, height, width))
+        cy = int(np.clip(cy + rng.integers(-step, step + 1), 0, height))
+        cx = int(np.clip(cx + rng.integers(-step, step + 1), 0, width))
+    return np.stack(masks)
+
+
+def paste(clip, intruder, masks):
+    """x̃ = m·I + (1 - m)·x, per frame; the intruder is one still [H, W] or a clip [T, H, W]."""
+    return (masks * intruder + (1.0 - masks) * clip).astype(np.float32)
+
+
+def skip_frame_clip(rng, video, start, length, jumps, retries=10):
+    """(skip clip, its normal target): frames start + i·s (s drawn from `jumps`, indices clipped to the
+    last frame) and the consecutive frames start ... start + length - 1. A video too short for the jump
+    re-draws the start up to `retries` times (§5.c)."""
+    n = len(video)
+    s = int(rng.choice(jumps))
+    for _ in range(retries):
+        if start + (length - 1) * s < n:
+            break
+        start = int(rng.integers(0, n - length + 1))
+    indices = np.minimum(start + np.arange(length) * s, n - 1)
+    return video[indices], video[start:start + length]
+
+
+def choose_kind(rng, probabilities: dict):
+    """At most one kind per clip: one u ~ U(0, 1) against consecutive intervals of width p_kind, in the
+    source's order (§5.c, §5.g.4); None = the clip stays normal."""
+    u, edge = rng.uniform(), 0.0
+    for kind in KINDS:
+        edge += probabilities.get(kind, 0.0)
+        if u < edge:
+            return kind
+    return None
+
+
+def stretch(image, height, width):
+    """A grey uint8 image -> [-1, 1], bilinearly stretched (align_corners) over the whole frame: the
+    patch then shows a window of a very smooth texture, not a miniature (§5.g.2, §5.g.10)."""
+    image = image.astype(np.float32) / 127.5 - 1.0
+    ys = np.linspace(0, image.shape[0] - 1, height)
+    xs = np.linspace(0, image.shape[1] - 1, width)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, image.shape[0] - 1), np.minimum(x0 + 1, image.shape[1] - 1)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = image[y0][:, x0] * (1 - fx) + image[y0][:, x1] * fx
+    bottom = image[y1][:, x0] * (1 - fx) + image[y1][:, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+class ClipSampler:
+    """Training pairs (input clip, target clip) [T, H, W] over every clip of every video, reshuffled each
+    epoch; each clip turns into at most one pseudo anomaly (probabilities per kind, §5.c).
+
+    videos: float32 [n_frames, H, W] each in [-1, 1]; intruders: grey uint8 stills (CIFAR-100, a folder)
+    stretched to the frame, or None when no patch kind is enabled. A skip-frame clip is built from an
+    independently shuffled second order of the clips, as the source zips two loaders.
+    """
+
+    def __init__(self, videos, length, probabilities, jumps=(2, 3, 4, 5), intruders=None, max_size=0.2,
+                 max_move=0, seed=0):
+        self.videos, self.length = videos, length
+        self.probabilities, self.jumps = dict(probabilities), tuple(jumps)
+        self.intruders, self.max_size, self.max_move = intruders, max_size, max_move
+        self.clips = [(v, s) for v, video in enumerate(videos) for s in range(len(video) - length + 1)]
+        if not self.clips:
+            raise ValueError(f"every video is shorter than a clip of {length} frames")
+        if any(self.probabilities.get(k, 0) for k in PATCH_KINDS) and not intruders:
+            raise ValueError("patch pseudo anomalies need intruder images")
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return len(self.clips)
+
+    def epoch(self):
+        """Yields (input, target) float32 [T, H, W] for every clip once, in a new random order."""
+        order, second = self.rng.permutation(len(self.clips)), self.rng.permutation(len(self.clips))
+        for i, j in zip(order, second):
+            v, start = self.clips[i]
+            clip = self.videos[v][start:start + self.length]
+            kind = choose_kind(self.rng, self.probabilities)
+            if kind == "skip_frame":
+                v2, start2 = self.clips[j]
+                yield skip_frame_clip(self.rng, self.videos[v2], start2, self.length, self.jumps)
+            elif kind is not None:
+                frames, height, width = clip.shape
+                intruder = stretch(self.intruders[int(self.rng.integers(len(self.intruders)))], height, width)
+                masks = patch_masks(self.rng, kind, frames, height, width, self.max_size, self.max_move)
+                yield paste(clip, intruder, masks), clip
+            else:
+                yield clip, clip

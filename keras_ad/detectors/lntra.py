@@ -1,0 +1,145 @@
+"""`lntra`: Learning Not to Reconstruct Anomalies (Astrid et al., BMVC 2021), detectors.md §5.
+
+A 3D-convolutional autoencoder on 16-frame grey clips learns to reconstruct normal motion; pseudo
+anomalies (a pasted patch, or skipped frames; keras_ad.data.pseudo_anomalies) are trained towards the
+*normal* clip, so it learns to repair anomalies rather than reproduce them. A clip scores its centre
+frame: PSNR of the reconstruction (peak 1 on [-1, 1] data), min-max normalised per video offline
+(the paper's protocol) or with statistics of normal clips online (ours, for cameras).
+
+Inputs are clips [N, T, H, W, 1] in [0, 1]; the network works in [-1, 1] (§5.a).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from keras_ad.detectors.base import Detector
+from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU
+
+WIDTHS = (96, 128, 256, 256)  # §5.b
+CLIP_LENGTH = 16  # §5.a
+
+
+# ---------------------------------------------------------------- network (§5.b)
+def _encode(x, filters, strides):
+    """PyTorch's conv3d(k 3, padding 1): explicit zero padding, then a 'valid' convolution, so a stride-2
+    axis samples the same positions as the source (Keras' 'same' pads only at the end)."""
+    x = layers.Conv3D(filters, 3, strides=strides)(layers.ZeroPadding3D(1)(x))
+    return MaxLeakyReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
+
+
+def _decode(x, filters, strides, last=False):
+    """PyTorch's conv_transpose3d(k 3, padding 1, output_padding 1 on stride-2 axes): the full transposed
+    convolution cropped by one at the start of every axis, and at the end of stride-1 axes."""
+    x = layers.Conv3DTranspose(filters, 3, strides=strides, padding="valid")(x)
+    x = layers.Cropping3D(tuple((1, 1) if s == 1 else (1, 0) for s in strides))(x)
+    if last:
+        return layers.Activation("tanh")(x)
+    return MaxLeakyReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
+
+
+def autoencoder(length, size, widths=WIDTHS, name="autoencoder"):
+    """[N, T, H, W, 1] in [-1, 1] -> the same shape: four encoding convolutions (strides (1,2,2), then 2),
+    four transposed ones back, BN + LeakyReLU(0.2) after each but the last, tanh output (§5.b)."""
+    if length % 8 or size % 16:
+        raise ValueError(f"lntra halves time 3 times and space 4 times: needs a multiple of 8 frames and of 16 "
+                         f"pixels; got {length} frames of {size}x{size}")
+    clip = keras.Input((length, size, size, 1))
+    x = clip
+    strides = [(1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)]
+    for filters, stride in zip(widths, strides):
+        x = _encode(x, filters, stride)
+    for filters, stride in zip(list(reversed(widths[:-1])), reversed(strides[1:])):
+        x = _decode(x, filters, stride)
+    return keras.Model(clip, _decode(x, 1, strides[0], last=True), name=name)
+
+
+# ---------------------------------------------------------------- scoring (§5.e)
+def centre_index(length):
+    """The frame a clip scores: index 8 of 0..15 (§5.e.2)."""
+    return length // 2
+
+
+def centre_frame_error(reconstruction, clip):
+    """Squared error of the centre frame [N, H, W] on [-1, 1] data."""
+    c = centre_index(clip.shape[1])
+    return tf.square(reconstruction[:, c, ..., 0] - clip[:, c, ..., 0])
+
+
+def psnr(squared_error):
+    """10·log10(1 / MSE) per clip, peak 1 on [-1, 1] data (§5.e.2, §5.g.7)."""
+    mse = tf.reduce_mean(squared_error, axis=[1, 2])
+    return 10.0 * tf.math.log(1.0 / mse) / tf.math.log(10.0)
+
+
+def per_video_minmax(psnrs):
+    """The paper's offline anomaly score of one video's frames: 1 - (PSNR - min) / (max - min) over the
+    whole video (transductive, §5.e.3); a constant video scores 0."""
+    psnrs = np.asarray(psnrs, np.float64)
+    span = psnrs.max() - psnrs.min()
+    return 1.0 - (psnrs - psnrs.min()) / span if span > 0 else np.zeros_like(psnrs)
+
+
+def online_normaliser(normal_psnrs):
+    """(lowest, highest) PSNR of normal clips (the good training or validation videos): the causal
+    alternative to per-video min-max, usable frame by frame on a camera (§5.g.6; ours)."""
+    normal_psnrs = np.asarray(normal_psnrs, np.float64)
+    return float(normal_psnrs.min()), float(normal_psnrs.max())
+
+
+def online_score(psnrs, normaliser):
+    """1 - (PSNR - lowest) / (highest - lowest) with the normal clips' range: 0..1 on normal frames,
+    above 1 when a frame reconstructs worse than any normal one."""
+    lowest, highest = normaliser
+    return 1.0 - (np.asarray(psnrs, np.float64) - lowest) / max(highest - lowest, 1e-12)
+
+
+def scored_frames(n_frames, length=CLIP_LENGTH):
+    """Indices of the frames of a video that get a score: clip s scores frame s + length // 2, so the
+    first 8 and the last 7 frames (of 16) have none and leave the AUC (§5.e.4)."""
+    first = centre_index(length)
+    return np.arange(first, n_frames - (length - 1 - first))
+
+
+# ---------------------------------------------------------------- the detector
+class LNTRA(Detector):
+    """Trains on (input clip, target clip) pairs: the target is the normal clip also when the input is a
+    pseudo anomaly (§5.c). Per clip, mean over (T, H, W) of the squared error; batch mean through
+    compute_average_loss (the same gradient on one device and under tf.distribute)."""
+
+    def __init__(self, network, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.length = network.input_shape[1]
+        self.trackers = {"loss": keras.metrics.Mean(name="loss")}
+
+    def call(self, clips, training=False):
+        return self.network(clips * 2.0 - 1.0, training=training)
+
+    def train_step(self, data):
+        inputs, targets = data
+        inputs, targets = _with_channel(inputs) * 2.0 - 1.0, _with_channel(targets) * 2.0 - 1.0
+        with tf.GradientTape() as tape:
+            per_clip = tf.reduce_mean(tf.square(self.network(inputs, training=True) - targets), axis=[1, 2, 3, 4])
+            loss = tf.nn.compute_average_loss(per_clip)
+        variables = self.network.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.trackers["loss"].update_state(per_clip)
+        return {"loss": self.trackers["loss"].result()}
+
+    def score_and_map(self, clips, variant="default"):
+        """(−PSNR of the centre frame [N] (larger = more anomalous), its squared error [N, H, W])."""
+        clips = _with_channel(clips) * 2.0 - 1.0
+        error = centre_frame_error(self.network(clips, training=False), clips)
+        return -psnr(error), error
+
+    def anomaly_map(self, clips):
+        return self.score_and_map(clips)[1]
+
+
+def _with_channel(clips):
+    """[N, T, H, W] grey clips get their channel axis; [N, T, H, W, 1] pass."""
+    return clips[..., None] if clips.shape.rank == 4 else clips
