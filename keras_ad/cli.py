@@ -223,11 +223,18 @@ def data():
               help="folder to write <category>/train, test, ground_truth into")
 @click.option("--category", "categories", multiple=True, type=click.Choice(["object", "texture"]),
               help="which demo categories (default: all)")
+@click.option("--kind", type=click.Choice(["images", "video"]), default="images", show_default=True,
+              help="images: the MVTec-layout categories; video: the demo videos (LNTRA), into <out>/video")
 @reports_usage_errors
-def synth(out_dir, categories):
-    """Write the built-in synthetic MVTec-layout demo data set."""
-    from keras_ad.data import synthetic
+def synth(out_dir, categories, kind):
+    """Write the built-in synthetic demo data: MVTec-layout images, or videos with frame labels."""
+    from keras_ad.data import synthetic, synthetic_video
 
+    if kind == "video":
+        if os.path.exists(os.path.join(out_dir, "video")):
+            raise UsageError(f"{os.path.join(out_dir, 'video')}: exists; choose another --out or remove it")
+        click.echo(f"wrote the demo videos to {synthetic_video.write(out_dir)}")
+        return
     categories = categories or synthetic.CATEGORIES
     existing = [c for c in categories if os.path.exists(os.path.join(out_dir, c))]
     if existing:

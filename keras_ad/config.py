@@ -65,7 +65,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "dir": Field("runs/default", doc="run folder: config, checkpoints, logs, reports"),
     },
     "data": {
-        "layout": Field("mvtec", choices=("mvtec", "folder", "normal_abnormal", "one_class"),
+        "layout": Field("mvtec", choices=("mvtec", "folder", "normal_abnormal", "one_class", "video"),
                         doc="folder layout, see README 'Data layouts'"),
         "root": Field(None, allow=OPTIONAL, doc="data set folder, or synthetic:<category> for the built-in demo"),
         "source": Field(None, allow=OPTIONAL, doc="one_class: a labelled set written once as class folders, in "
@@ -94,7 +94,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                  "(AnoGAN's --crop, 108 for CelebA, §2.a); part of the scoring graph"),
     },
     "detector": {
-        "name": Field("cae", choices=("cae", "ganomaly2d", "anogan", "piad"), doc="the detector; its own keys follow"),
+        "name": Field("cae", choices=("cae", "ganomaly2d", "anogan", "piad", "lntra"),
+                      doc="the detector; its own keys follow"),
     },
     "train": {
         "epochs": Field(AUTO, int, low=1, high=100000, allow=(AUTO,),
@@ -198,6 +199,22 @@ DETECTOR_PARAMS["piad"] = {
     "perceptual_stats": Field(None, allow=OPTIONAL, doc="relu4_2 mean/std JSON for weights other than torchvision's"),
 }
 
+DETECTOR_PARAMS["lntra"] = {
+    "clip_length": Field(16, int, low=8, high=64, doc="frames per clip, a multiple of 8; the centre one is scored (§5.a)"),
+    "widths": Field([96, 128, 256, 256], list, doc="channels of the four 3D convolutions (§5.b)"),
+    "skip_frame": Field(0.0, float, low=0.0, high=1.0, doc="probability of a skip-frame pseudo anomaly per clip; "
+                                                           "the paper's skip model 0.2 (§5.c)"),
+    "jumps": Field([2, 3, 4, 5], list, doc="frame steps a skip-frame clip draws from (§5.c)"),
+    "patch": Field(0.0, float, low=0.0, high=1.0, doc="probability of a patch pseudo anomaly per clip; the "
+                                                      "paper's patch model 0.2 (§5.c)"),
+    "patch_kind": Field("smoothmix_s", choices=("smoothmix_s", "smoothmix_c", "cutmix", "mixup_patch"),
+                        doc="patch mask: the paper's patch model SmoothMixS (§5.c)"),
+    "max_size": Field(0.2, float, low=0.0, high=1.0, doc="largest patch side / frame side, α; the patch model 0.5 (§5.c)"),
+    "max_move": Field(0, int, low=0, high=256, doc="patch motion per frame in pixels at 256x256, β; the patch model 10"),
+    "intruders": Field("cifar100", doc="patch contents: cifar100 (keras.datasets), cifar-100-python.tar.gz, a "
+                                       "folder of images, or digits (scikit-learn's, offline)"),
+}
+
 # What `auto` means per detector (and variant), from the papers; written into the run's config.
 PAPER_DEFAULTS = {
     "cae": {"train.learning_rate": 2e-4, "train.lr_decay": 1e-5, "postprocess.reduction": "max"},
@@ -206,6 +223,7 @@ PAPER_DEFAULTS = {
     "anogan": {"train.learning_rate": 2e-4, "train.lr_decay": 0.0, "postprocess.reduction": "detector",
                "detector.search_steps": 500, "detector.search_lr": 0.02},
     "piad": {"train.learning_rate": 1e-4, "train.lr_decay": 0.0, "postprocess.reduction": "detector"},
+    "lntra": {"train.learning_rate": 1e-4, "train.lr_decay": 0.0, "postprocess.reduction": "detector"},
     "ganomaly": {"train.learning_rate": 2e-4, "train.lr_decay": 0.0, "postprocess.reduction": "mean",
                  "detector.filters": 64, "detector.w_adv": 1.0, "detector.w_con": 50.0, "detector.w_enc": 1.0},
 }
@@ -363,8 +381,14 @@ def _check_consistency(values, source):
         if det["latent"] == "1d" and data["image_size"] & (data["image_size"] - 1):
             raise ConfigError(source, "data.image_size", f"the 1d (GANomaly, DCGAN) variant needs a power of two; "
                                                          f"got {data['image_size']}")
-    if values["postprocess"]["reduction"] == "detector" and det["name"] not in ("anogan", "piad"):
-        raise ConfigError(source, "postprocess.reduction", f"'detector' is AnoGAN's and PIAD's own score; "
+    if (det["name"] == "lntra") != (data["layout"] == "video"):
+        raise ConfigError(source, "data.layout", "lntra scores clips of videos and the video layout holds them: "
+                                                 "use both or neither")
+    if det["name"] == "lntra" and (det["clip_length"] % 8 or data["image_size"] % 16 or data["channels"] != 1):
+        raise ConfigError(source, "detector.clip_length", "lntra needs clip_length a multiple of 8, "
+                                                          "data.image_size a multiple of 16 and data.channels 1 (§5.a)")
+    if values["postprocess"]["reduction"] == "detector" and det["name"] not in ("anogan", "piad", "lntra"):
+        raise ConfigError(source, "postprocess.reduction", f"'detector' is AnoGAN's, PIAD's and LNTRA's own score; "
                                                            f"{det['name']} scores from its map: use max, topk_mean or mean")
     if det["name"] == "piad":
         _check_piad_dims(det, data["image_size"], source)

@@ -117,3 +117,35 @@ def finetune_plots(curves: dict, area_hists: dict, calibrated: dict, path):
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
+
+
+def _shade_runs(ax, frames, labels):
+    """Grey bands over the runs of labelled (anomalous) frames."""
+    frames, labels = np.asarray(frames), np.asarray(labels, bool)
+    start = None
+    for i, on in enumerate(np.append(labels, False)):
+        if on and start is None:
+            start = i
+        elif not on and start is not None:
+            ax.axvspan(frames[start] - 0.5, frames[i - 1] + 0.5, color="0.85", lw=0)
+            start = None
+
+
+def scores_over_time(traces, path, columns=2):
+    """One panel per video: frame anomaly score over time, offline (per-video min-max) and online,
+    labelled anomalous frames shaded. `traces`: (name, frame indices, offline, online, labels|None)."""
+    rows = max(1, -(-len(traces) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 2.2 * rows), squeeze=False)
+    for ax, (name, frames, offline, online, labels) in zip(axes.ravel(), traces):
+        if labels is not None:
+            _shade_runs(ax, frames, labels)
+        ax.plot(frames, offline, lw=1, label="offline (per-video min-max)")
+        if not np.all(np.isnan(online)):
+            ax.plot(frames, online, lw=1, label="online (normal PSNR range)")
+        ax.set(title=f"video {name}", xlabel="frame", ylabel="anomaly score")
+    for ax in axes.ravel()[len(traces):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)

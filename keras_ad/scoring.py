@@ -83,7 +83,8 @@ def variant_calibration(calibration: dict | None, variant: str) -> dict | None:
 class Scorer:
     """preprocess -> detector.anomaly_map -> postprocess -> calibrated decision, as one traceable graph.
 
-    `scorer(images)` takes raw images (uint8, or float in [0, 1]; [N, H, W, C] of any size) and returns
+    `scorer(images)` takes raw images (uint8, or float in [0, 1]; [N, H, W, C] of any size; a video
+    detector's clips [N, T, H, W, C] and scores their centre frames) and returns
     tensors `score` [N], `anomaly_map` [N, S, S] and, once calibrated, `is_anomalous` [N] and
     `defect_area` [N]. It works eagerly, inside `tf.function` and inside `tf.data.Dataset.map`.
     `threshold` (a pixel threshold on the map) overrides the calibrated one. `variant` picks one of the
@@ -126,7 +127,15 @@ class Scorer:
 
     def preprocess(self, images):
         d = self.cfg.data
-        return preprocess(images, d.image_size, d.channels, d.resize, d.center_crop)
+        length = self.detector.clip_length
+        if not length:
+            return preprocess(images, d.image_size, d.channels, d.resize, d.center_crop)
+        # clips [N, T, H, W(, C)]: every frame as an image, then back to [N, T, S, S, C]
+        images = tf.convert_to_tensor(images)
+        frames = tf.reshape(images, tf.concat([[-1], tf.shape(images)[2:]], 0))
+        frames.set_shape([None, *images.shape[2:]])
+        x = preprocess(frames, d.image_size, d.channels, d.resize, d.center_crop)
+        return tf.reshape(x, [-1, length, d.image_size, d.image_size, d.channels])
 
     def graph(self, images, threshold=None) -> dict:
         """The scoring graph itself (traced by `tf.function` and by every exporter)."""

@@ -129,22 +129,28 @@ def _hms(seconds):
 def train(cfg, run: Run, resume: bool = False):
     """Train `cfg`'s detector into `run`; returns the trained detector."""
     keras.utils.set_random_seed(cfg.train.seed)
-    files = layouts.discover(cfg.data, seed=cfg.train.seed, need_test=False)
-    train_images, _, _ = pipeline.load_images(files.train, cfg.data, "training images")
-    val_images, _, _ = pipeline.load_images(files.val, cfg.data, "validation images")
-
     strategy = select_strategy(cfg.train.strategy)
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
         model = detectors.build(cfg)
     step_images = cfg.train.batch_size * model.batches_per_step
-    epochs = resolve_epochs(cfg.train, len(train_images), step_images)
-    repeated = f", repeated to {cfg.train.min_epoch_images} per epoch" if cfg.train.min_epoch_images > len(train_images) else ""
-    print(f"training {cfg.detector.name} on {len(train_images)} images{repeated} ({len(val_images)} validation), "
+    if model.clip_length:
+        from keras_ad.data import video
+
+        train_ds, n_train, samples, unit, n_val = video.training_data(cfg, model.clip_length, step_images)
+        val_ds = None
+    else:
+        files = layouts.discover(cfg.data, seed=cfg.train.seed, need_test=False)
+        train_images, _, _ = pipeline.load_images(files.train, cfg.data, "training images")
+        val_images, _, _ = pipeline.load_images(files.val, cfg.data, "validation images")
+        train_ds = pipeline.training_dataset(train_images, cfg.train, step_images)
+        val_ds = pipeline.eval_dataset(val_images, cfg.train.batch_size) if len(val_images) else None
+        samples = (val_images if len(val_images) else train_images)[:8]
+        n_train, n_val, unit = len(train_images), len(val_images), "images"
+    epochs = resolve_epochs(cfg.train, n_train, step_images)
+    repeated = f", repeated to {cfg.train.min_epoch_images} per epoch" if cfg.train.min_epoch_images > n_train else ""
+    print(f"training {cfg.detector.name} on {n_train} {unit}{repeated} ({n_val} validation), "
           f"{epochs} epochs, batch {cfg.train.batch_size}, {replicas} replica(s)", flush=True)
-    train_ds = pipeline.training_dataset(train_images, cfg.train, step_images)
-    val_ds = pipeline.eval_dataset(val_images, cfg.train.batch_size) if len(val_images) else None
-    samples = (val_images if len(val_images) else train_images)[:8]
     state = None
     checkpoint = latest_checkpoint(run) if resume else None
     start = 0

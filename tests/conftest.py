@@ -53,8 +53,11 @@ TINY_DETECTORS = {
     "anogan": {"name": "anogan", "filters": 8, "latent_dim": 16, "search_steps": 10},
     "piad": {"name": "piad", "perceptual_weights": "none", "latent_dim": 8, "generator_dims": [8] * 4,
              "encoder_dims": [8] * 4, "image_critic_dims": [8] * 4, "latent_critic_dims": [16, 16]},
+    "lntra": {"name": "lntra", "clip_length": 8, "widths": [4, 4, 8, 8], "skip_frame": 0.2, "patch": 0.2,
+              "intruders": "digits", "max_size": 0.5},
 }
-DETECTOR_SCORE = ("anogan", "piad")  # detectors whose paper defines the image score (postprocess.reduction: detector)
+VIDEO_DETECTORS = ("lntra",)  # trained on tiny_video (clips), not tiny_data
+DETECTOR_SCORE = ("anogan", "piad", "lntra")  # detectors whose paper defines the image score (postprocess.reduction: detector)
 
 
 def one_sgd_step(strategy, cfg, initial, images, learning_rate):
@@ -159,7 +162,15 @@ def tiny_config(tiny_data, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def train_tiny(tiny_data, tmp_path_factory):
+def tiny_video(tmp_path_factory):
+    """A small copy of the synthetic demo videos: 3 training and 2 test videos of 24 frames, 64x64 grey."""
+    from keras_ad.data import synthetic_video
+
+    return synthetic_video.write(str(tmp_path_factory.mktemp("videos")), n_train=3, n_test=2, n_frames=24)
+
+
+@pytest.fixture(scope="session")
+def train_tiny(tiny_data, tiny_video, tmp_path_factory):
     """train_tiny(detector) -> a tiny run of that detector trained through the CLI (train -> calibrate ->
     evaluate), trained once per session and shared read-only."""
     from click.testing import CliRunner
@@ -171,7 +182,9 @@ def train_tiny(tiny_data, tmp_path_factory):
     def train(detector):
         if detector not in runs:
             folder = tmp_path_factory.mktemp(f"trained-{detector}")
-            config = write_config(folder / "tiny.yaml", tiny_config_dict(tiny_data, folder / "run", detector))
+            video = detector in VIDEO_DETECTORS
+            data = {"layout": "video", "root": tiny_video, "channels": 1, "val_fraction": 0.3} if video else {}
+            config = write_config(folder / "tiny.yaml", tiny_config_dict(tiny_data, folder / "run", detector, data=data))
             result = CliRunner().invoke(main, ["train", "--config", str(config)])
             assert result.exit_code == 0, result.output
             runs[detector] = folder / "run"

@@ -9,7 +9,9 @@ Four layouts (README, "Data layouts"):
             leave-one-class-out protocol, §4.1).
 The last two have no test split: a seeded `data.test_fraction` of the normal images and every
 abnormal image form it; no masks.
-A root of the form `synthetic:<category>` generates the built-in demo data set (cached) first;
+The `video` layout (frame folders of videos, LNTRA) is keras_ad.data.video's.
+A root of the form `synthetic:<category>` generates the built-in demo data set (cached) first
+(`synthetic:video`: the demo video set, keras_ad.data.synthetic_video);
 `data.source` (one_class) writes a labelled set's class folders once (keras_ad.data.sources).
 Every folder is filtered with `data.pattern` (e.g. `*.jpg`, AnoGAN's --input_fname_pattern, §2.a).
 """
@@ -57,6 +59,10 @@ def resolve_root(data_cfg) -> str:
 
         return sources.materialise(data_cfg.source)
     root = data_cfg.root
+    if root == "synthetic:video":
+        from keras_ad.data import synthetic_video
+
+        return synthetic_video.ensure()
     if root.startswith("synthetic:"):
         from keras_ad.data import synthetic
 

@@ -10,6 +10,8 @@ the frame width.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 PATCH_KINDS = ("smoothmix_c", "smoothmix_s", "cutmix", "mixup_patch")
@@ -137,7 +139,8 @@ class ClipSampler:
     """Training pairs (input clip, target clip) [T, H, W] over every clip of every video, reshuffled each
     epoch; each clip turns into at most one pseudo anomaly (probabilities per kind, §5.c).
 
-    videos: float32 [n_frames, H, W] each in [-1, 1]; intruders: grey uint8 stills (CIFAR-100, a folder)
+    videos: float32 [n_frames, H, W] each in [0, 1] (the detectors' input range: the paper's [-1, 1]
+    mapped linearly, which the paste commutes with); intruders: grey uint8 stills (CIFAR-100, a folder)
     stretched to the frame, or None when no patch kind is enabled. A skip-frame clip is built from an
     independently shuffled second order of the clips, as the source zips two loaders.
     """
@@ -169,8 +172,62 @@ class ClipSampler:
                 yield skip_frame_clip(self.rng, self.videos[v2], start2, self.length, self.jumps)
             elif kind is not None:
                 frames, height, width = clip.shape
-                intruder = stretch(self.intruders[int(self.rng.integers(len(self.intruders)))], height, width)
+                intruder = stretch(self.intruders[int(self.rng.integers(len(self.intruders)))], height, width) * 0.5 + 0.5
                 masks = patch_masks(self.rng, kind, frames, height, width, self.max_size, self.max_move)
                 yield paste(clip, intruder, masks), clip
             else:
                 yield clip, clip
+
+
+def load_intruders(source: str, limit: int = 5000) -> list[np.ndarray]:
+    """Grey uint8 stills for patch pseudo anomalies: `cifar100` (keras.datasets, the paper's), a
+    cifar-100-python.tar.gz, a folder of images, or `digits` (scikit-learn's 8x8 digits, offline)."""
+    from keras_ad.errors import DataError
+
+    if source == "digits":
+        from sklearn.datasets import load_digits
+
+        return [(d * 16).clip(0, 255).astype(np.uint8) for d in load_digits().images[:limit]]
+    if os.path.isdir(source):
+        from keras_ad.data.images import list_images, read_image
+
+        paths = list_images(source)[:limit]
+        if not paths:
+            raise DataError(f"detector.intruders: {source}: no images (.png, .jpg, .bmp, .tif)")
+        return [read_image(p, 1)[..., 0] for p in paths]
+    if source == "cifar100":
+        import keras
+
+        try:
+            (images, _), _ = keras.datasets.cifar100.load_data()
+        except Exception as e:  # urllib / HTTP errors, raised as bare Exception by keras.utils.get_file
+            reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise DataError(f"detector.intruders: cifar100: cannot download ({reason}); set it to a local "
+                            f"cifar-100-python.tar.gz, a folder of images, or digits") from None
+    elif os.path.isfile(source) and source.endswith((".tar.gz", ".tgz")):
+        images = _cifar100_archive(source)
+    else:
+        raise DataError(f"detector.intruders: {source}: not cifar100, digits, a folder or a .tar.gz")
+    return [_grey(image) for image in images[:limit]]
+
+
+def _grey(rgb):
+    """PIL's "L" conversion, as the source reads CIFAR intruders (§5.g.9)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).convert("L"))
+
+
+def _cifar100_archive(path):
+    import pickle
+    import tarfile
+
+    from keras_ad.errors import DataError
+
+    try:
+        with tarfile.open(path) as archive:
+            member = next(m for m in archive.getmembers() if os.path.basename(m.name) == "train")
+            batch = pickle.load(archive.extractfile(member), encoding="bytes")
+    except (StopIteration, tarfile.TarError, pickle.UnpicklingError, KeyError, OSError) as e:
+        raise DataError(f"detector.intruders: {path}: not cifar-100-python.tar.gz ({e or 'no train file'})") from None
+    return np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)

@@ -10,6 +10,7 @@ REGISTRY = {
     "ganomaly2d": "keras_ad.detectors.ganomaly2d:from_config",
     "anogan": "keras_ad.detectors.anogan:from_config",
     "piad": "keras_ad.detectors.piad:from_config",
+    "lntra": "keras_ad.detectors.lntra:from_config",
 }
 
 

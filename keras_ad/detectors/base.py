@@ -56,6 +56,9 @@ class Detector(keras.Model):
     #: The variant that TFLite and ONNX exports carry.
     device_variant = "default"
 
+    #: Frames per input clip for a video detector (inputs [N, T, H, W, C]); None: inputs are images.
+    clip_length = None
+
     def anomaly_map(self, images):
         """Per-pixel anomaly map [N, H, W], larger = more anomalous. Pure tensor ops, no Python loops."""
         raise NotImplementedError

@@ -113,8 +113,9 @@ class LNTRA(Detector):
     def __init__(self, network, **kwargs):
         super().__init__(**kwargs)
         self.network = network
-        self.length = network.input_shape[1]
+        self.clip_length = network.input_shape[1]
         self.trackers = {"loss": keras.metrics.Mean(name="loss")}
+        self.built = True  # the network is built; nothing is created on the first call
 
     def call(self, clips, training=False):
         return self.network(clips * 2.0 - 1.0, training=training)
@@ -139,7 +140,19 @@ class LNTRA(Detector):
     def anomaly_map(self, clips):
         return self.score_and_map(clips)[1]
 
+    def sample_panels(self, clips):
+        clips = _with_channel(tf.convert_to_tensor(clips))
+        reconstruction = self.network(clips * 2.0 - 1.0, training=False) * 0.5 + 0.5
+        c = centre_index(self.clip_length)
+        return {"input (centre frame)": clips[:, c], "reconstruction": reconstruction[:, c],
+                "anomaly map": self.anomaly_map(clips)}
+
 
 def _with_channel(clips):
     """[N, T, H, W] grey clips get their channel axis; [N, T, H, W, 1] pass."""
     return clips[..., None] if clips.shape.rank == 4 else clips
+
+
+def from_config(cfg):
+    det = cfg.detector
+    return LNTRA(autoencoder(det.clip_length, cfg.data.image_size, tuple(det.widths)), name="lntra")

@@ -41,6 +41,9 @@ def export_run(run_dir, formats=FORMATS, quantize=("none",), out_dir=None, overw
     if os.path.exists(out_dir) and not overwrite:
         raise UsageError(f"{out_dir}: exists; pass --overwrite to replace it or choose --out")
     scorer = keras_ad.load(run.path)
+    if scorer.detector.clip_length and "int8" in quantize and "tflite" in formats:
+        raise UsageError("--quantize int8: TFLite's CONV_3D and CONV_3D_TRANSPOSE kernels are float only "
+                         "(LiteRT issue #2573), so a video model would stay float; use --quantize fp16 or none")
     if not scorer.calibration:
         raise UsageError(f"{run.path}: not calibrated; run keras-ad calibrate --run {run_dir} first "
                          f"(the export carries the threshold)")
@@ -172,13 +175,16 @@ def _build(scorer, run, data, formats, quantize, work) -> dict:
 def _metadata(scorer, run, artefacts) -> dict:
     cfg = scorer.cfg
     report = run.read_json(REPORT) or {}
+    shape = savedmodel.input_shape(scorer)
+    dims = "N, T, H, W, C" if scorer.detector.clip_length else "N, H, W, C"
     return {
         "keras_ad_version": keras_ad.__version__,
         "run": run.name,
         "detector": cfg.detector.name,
-        "input": {"name": "images", "shape": [None, None, None, cfg.data.channels], "dtype": "uint8",
+        "input": {"name": "images", "shape": shape, "dtype": "uint8",
                   "channels": cfg.data.channels, "channel_order": "RGB" if cfg.data.channels == 3 else "grey",
-                  "layout": "NHWC", "value_range": [0, 255],
+                  "layout": "NTHWC" if scorer.detector.clip_length else "NHWC", "value_range": [0, 255],
+                  "clip_length": scorer.detector.clip_length,
                   "preprocessing": f"x / 255, resized in the graph to {cfg.data.image_size}x{cfg.data.image_size} "
                                    f"({cfg.data.resize}, antialiased as tf.image.resize)"},
         "image_size": cfg.data.image_size,
@@ -186,8 +192,8 @@ def _metadata(scorer, run, artefacts) -> dict:
                     "anomaly_map": f"float32 [N, {cfg.data.image_size}, {cfg.data.image_size}]",
                     "is_anomalous": "bool [N]: a region of anomaly_map > threshold has at least min_area pixels",
                     "defect_area": "int32 [N]: pixels in such regions"},
-        "signatures": {"serving_default": {"images": "uint8 [N, H, W, C]"},
-                       "score_with_threshold": {"images": "uint8 [N, H, W, C]", "threshold": "float32 [1]"}},
+        "signatures": {"serving_default": {"images": f"uint8 [{dims}]"},
+                       "score_with_threshold": {"images": f"uint8 [{dims}]", "threshold": "float32 [1]"}},
         "postprocess": cfg.to_dict()["postprocess"],
         "decision": {"pixel_threshold": scorer.threshold, "min_area": int(scorer.calibration["min_area"])},
         "metrics": {k: report.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")},

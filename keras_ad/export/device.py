@@ -100,6 +100,7 @@ class DeviceScorer:
         with open(metadata_path) as f:
             self.metadata = json.load(f)
         self.channels = int(self.metadata["input"]["channels"])
+        self.clip_length = self.metadata["input"].get("clip_length")  # a video model scores clips [N, T, H, W, C]
         artefact = self.metadata.get("artefacts", {}).get(os.path.basename(model_path), {})
         # a quantised model carries its own threshold, calibrated on its own validation maps
         self.default_threshold = float(artefact.get("pixel_threshold", self.metadata["decision"]["pixel_threshold"]))
@@ -218,7 +219,8 @@ def _camera_loop(scorer, camera, frames, threshold):
     capture = cv2.VideoCapture(int(camera) if str(camera).isdigit() else camera)
     if not capture.isOpened():
         raise ValueError(f"camera {camera}: cannot open")
-    count = 0
+    count, recent = 0, []
+    length = scorer.clip_length or 1
     while frames <= 0 or count < frames:
         ok, frame = capture.read()
         if not ok:
@@ -227,11 +229,14 @@ def _camera_loop(scorer, camera, frames, threshold):
             image = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[..., None]
         else:
             image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        out = scorer(image, threshold)
-        print(json.dumps({"frame": count, "score": float(out["score"][0]),
-                          "is_anomalous": bool(out["is_anomalous"][0]), "defect_area": int(out["defect_area"][0])}),
-              flush=True)
+        recent = (recent + [image])[-length:]  # a video model scores the centre of the last T frames
         count += 1
+        if len(recent) < length:
+            continue
+        out = scorer(np.stack(recent)[None] if scorer.clip_length else image, threshold)
+        print(json.dumps({"frame": count - length + length // 2 if scorer.clip_length else count - 1,
+                          "score": float(out["score"][0]), "is_anomalous": bool(out["is_anomalous"][0]),
+                          "defect_area": int(out["defect_area"][0])}), flush=True)
     capture.release()
 
 

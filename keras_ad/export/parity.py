@@ -44,6 +44,8 @@ class ParitySet:
 
 
 def load_parity_set(cfg, max_validation: int = 1000) -> ParitySet:
+    if cfg.detector.name == "lntra":
+        return _video_parity_set(cfg)
     files = layouts.discover(cfg.data, seed=cfg.train.seed)
     read = lambda p: read_image(p, cfg.data.channels)  # noqa: E731
     val, _ = read_many(files.val[:max_validation], read, cfg.data.skip_unreadable)
@@ -52,6 +54,35 @@ def load_parity_set(cfg, max_validation: int = 1000) -> ParitySet:
     masks = pipeline.load_masks(samples, [t.shape[:2] for t in test], cfg.data.image_size, cfg.data.center_crop)
     return ParitySet(val + test, len(val), np.array([s.label for s in samples], np.int32), masks,
                      np.array([s.label == 0 or s.mask_path is not None for s in samples]))
+
+
+def _video_parity_set(cfg, max_validation: int = 64, max_test: int = 256) -> ParitySet:
+    """Raw uint8 clips [T, H, W, 1]: normal ones of the calibration videos, then test clips spread over the
+    test videos, labelled and masked by their centre frame."""
+    from keras_ad.data import video
+    from keras_ad.detectors.lntra import centre_index
+
+    length = cfg.detector.clip_length
+    train, val, test = video.discover(layouts.resolve_root(cfg.data), cfg.data.val_fraction, cfg.train.seed)
+
+    def spread(videos, limit):
+        """(video, start) pairs, every video's clips thinned evenly to about `limit` in all."""
+        starts = [(v, s) for v in videos for s in range(len(v.frames) - length + 1)]
+        return [starts[i] for i in np.unique(np.linspace(0, len(starts) - 1, min(limit, len(starts))).astype(int))]
+
+    def raw_clip(v, start):
+        return np.stack([read_image(p, 1) for p in v.frames[start:start + length]])
+
+    normal = spread(val or train, max_validation)
+    tests = spread(test, max_test)
+    centre = centre_index(length)
+    masks_by_video = {v.name: video.load_masks(v, cfg.data.image_size) for v in test}
+    size = cfg.data.image_size
+    masks = np.stack([masks_by_video[v.name][s + centre] if masks_by_video[v.name] is not None
+                      else np.zeros((size, size), bool) for v, s in tests])
+    return ParitySet([raw_clip(v, s) for v, s in normal + tests], len(normal),
+                     np.array([v.labels[s + centre] for v, s in tests], np.int32), masks,
+                     np.array([masks_by_video[v.name] is not None for v, _ in tests]))
 
 
 AUROCS = ("image_auroc", "pixel_auroc")

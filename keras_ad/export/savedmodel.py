@@ -20,10 +20,17 @@ DEVICE_SIGNATURES = ("serving_default", "score_with_threshold")  # what TFLite a
 
 
 def input_signature(scorer, dtype, with_threshold: bool):
-    """images [N, H, W, C] and, optionally, threshold [1]: LiteRT 2.3's aarch64 build segfaults on a
-    0-d signature input (reproduced under qemu-user), a one-element vector works everywhere."""
-    images = tf.TensorSpec([None, None, None, scorer.channels], dtype, name="images")
+    """images [N, H, W, C] (a video detector's clips [N, T, H, W, C]) and, optionally, threshold [1]:
+    LiteRT 2.3's aarch64 build segfaults on a 0-d signature input (reproduced under qemu-user), a
+    one-element vector works everywhere."""
+    images = tf.TensorSpec(input_shape(scorer), dtype, name="images")
     return [images, tf.TensorSpec([1], tf.float32, name="threshold")] if with_threshold else [images]
+
+
+def input_shape(scorer) -> list:
+    """[N, H, W, C], or [N, T, H, W, C] for a video detector; only T and C are fixed."""
+    clip = [scorer.detector.clip_length] if scorer.detector.clip_length else []
+    return [None, *clip, None, None, scorer.channels]
 
 
 def write(scorer, path: str):

@@ -1,0 +1,92 @@
+"""Calibrate and evaluate a video detector (LNTRA, §5.e): every clip of every test video, its centre
+frame's score, frame-level ROC AUC over all videos with the paper's per-video min-max normalisation
+(offline) and with the normal clips' PSNR range (online, usable frame by frame)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keras_ad import calibration, metrics, plots
+from keras_ad.data import layouts, video
+from keras_ad.detectors.lntra import online_normaliser, online_score, per_video_minmax, scored_frames
+from keras_ad.runs import CALIBRATION, atomic_save, write_json
+
+
+def score_video(scorer, frames, clip_length):
+    """Scorer outputs for every clip (stride 1) of one video's pre-processed frames, in batches."""
+    starts = np.arange(len(frames) - clip_length + 1)
+    parts = [scorer.score_preprocessed(video.clips(frames, clip_length, starts[i:i + scorer.batch_size]))
+             for i in range(0, len(starts), scorer.batch_size)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _calibration_videos(cfg):
+    """The held-out normal videos; the training videos when none are held out (data.val_fraction 0)."""
+    train, val, _ = video.discover(layouts.resolve_root(cfg.data), cfg.data.val_fraction, cfg.train.seed,
+                                   need_test=False)
+    return val or train, "validation" if val else "training"
+
+
+def calibrate(run, cfg, scorer, min_area=None) -> dict:
+    """Pixel threshold on the centre-frame error maps of normal clips (§3.e's rule) and their PSNR range
+    for the online score; writes calibration.json."""
+    min_area = min_area or cfg.calibrate.min_area
+    videos, kind = _calibration_videos(cfg)
+    prepare = video.frame_preprocessor(cfg.data)
+    outs = [score_video(scorer, video.load_frames(v, prepare), scorer.detector.clip_length) for v in videos]
+    maps = np.concatenate([o["anomaly_map"] for o in outs])
+    result = calibration.calibrate(maps, min_area)
+    result["online_psnr_range"] = list(online_normaliser(-np.concatenate([o["score"] for o in outs])))
+    result["calibration_videos"] = kind
+    write_json(run.file(CALIBRATION), result)
+    scorer.calibration = result
+    print(f"calibrated on {len(maps)} clips of {len(videos)} {kind} videos: pixel threshold "
+          f"{result['pixel_threshold']:.6g}, PSNR range {result['online_psnr_range']}", flush=True)
+    return result
+
+
+def evaluate(run, cfg, scorer) -> dict:
+    """report.json with frame_auroc_offline (the paper's), frame_auroc_online, pixel metrics on the
+    centre-frame maps where masks exist, and a score-over-time plot per video."""
+    length = scorer.detector.clip_length
+    _, _, test = video.discover(layouts.resolve_root(cfg.data), cfg.data.val_fraction, cfg.train.seed)
+    prepare = video.frame_preprocessor(cfg.data)
+    psnr_range = (scorer.calibration or {}).get("online_psnr_range")
+    rows, traces = {}, []
+    labels, offline, online, maps, masks, decided = [], [], [], [], [], []
+    for v in test:
+        frames = video.load_frames(v, prepare)
+        if len(frames) < length:
+            print(f"skipping test video {v.name}: {len(frames)} frames, shorter than a clip", flush=True)
+            continue
+        out = score_video(scorer, frames, length)
+        index = scored_frames(len(frames), length)
+        psnr = -out["score"]
+        labels.append(v.labels[index])
+        offline.append(per_video_minmax(psnr))
+        online.append(online_score(psnr, psnr_range) if psnr_range else np.full(len(psnr), np.nan))
+        maps.append(out["anomaly_map"])
+        video_masks = video.load_masks(v, cfg.data.image_size)
+        masks.append(video_masks[index] if video_masks is not None else None)
+        if "is_anomalous" in out:
+            decided.append(out["is_anomalous"])
+        rows[v.name] = {"frames": int(len(index)), "anomalous": int(labels[-1].sum())}
+        traces.append((v.name, index, offline[-1], online[-1], labels[-1]))
+    labels_all, offline_all, online_all = np.concatenate(labels), np.concatenate(offline), np.concatenate(online)
+    has_mask = np.concatenate([np.full(len(l), m is not None) for l, m in zip(labels, masks)])
+    size = cfg.data.image_size
+    mask_all = np.concatenate([m if m is not None else np.zeros((len(l), size, size), bool) for l, m in zip(labels, masks)])
+    summary = metrics.summary(labels_all, offline_all, mask_all, np.concatenate(maps), has_mask,
+                              cfg.evaluate.pro_fpr_limit)
+    report = {"run": run.name, "detector": cfg.detector.name, "data_root": layouts.resolve_root(cfg.data),
+              "caveats": list(scorer.detector.caveats), **summary,
+              "frame_auroc_offline": summary["image_auroc"],
+              "frame_auroc_online": metrics.image_auroc(labels_all, online_all) if psnr_range else float("nan"),
+              "scored_frames": "clip s scores frame s + clip_length // 2; the first and last frames of each "
+                               "video have no score (§5.e.4)",
+              "per_video": rows, "per_defect": {}}
+    if decided:
+        report["calibrated_decision"] = {**scorer.calibration,
+                                         **metrics.decision_rates(labels_all, np.concatenate(decided))}
+    atomic_save(run.file("plots", "scores_over_time.png"), lambda p: plots.scores_over_time(traces, p))
+    return report

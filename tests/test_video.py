@@ -1,0 +1,108 @@
+"""The video layout (§5.a): frame folders, the label formats of Ped2/Avenue (MNAD), ShanghaiTech and ours;
+the synthetic demo videos; a tiny LNTRA run through the CLI with its frame-level report."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_ad.data import synthetic_video, video
+from keras_ad.errors import DataError
+
+
+def _frames(folder, n, value=0):
+    folder.mkdir(parents=True)
+    for t in range(n):
+        Image.fromarray(np.full((8, 8), value + t, np.uint8)).save(folder / f"{t + 1:03d}.jpg")
+
+
+def _layout(root, test_lengths=(5, 4)):
+    for name, n in (("01", 6), ("02", 7), ("03", 5)):
+        _frames(root / "training" / "frames" / name, n)
+    for i, n in enumerate(test_lengths):
+        _frames(root / "testing" / "frames" / f"{i + 1:02d}", n)
+
+
+def test_mnad_concatenated_labels_split_by_video_in_sorted_order(tmp_path):
+    _layout(tmp_path)
+    np.save(tmp_path / "frame_labels_ped2.npy", np.array([[0, 0, 1, 1, 0, 1, 1, 0, 0]]))
+    train, val, test = video.discover(tmp_path, val_fraction=0.3, seed=0)
+    assert len(train) == 2 and len(val) == 1 and {v.name for v in train + val} == {"01", "02", "03"}
+    assert [v.labels.tolist() for v in test] == [[0, 0, 1, 1, 0], [1, 1, 0, 0]]
+    assert [len(v.frames) for v in test] == [5, 4] and test[0].masks is None
+
+
+def test_per_video_label_files_and_their_errors(tmp_path):
+    _layout(tmp_path)
+    (tmp_path / "testing" / "labels").mkdir()
+    np.save(tmp_path / "testing" / "labels" / "01.npy", np.array([0, 1, 1, 0, 0]))
+    (tmp_path / "testing" / "test_frame_mask").mkdir()
+    np.save(tmp_path / "testing" / "test_frame_mask" / "02.npy", np.array([0, 0, 1, 1]))  # ShanghaiTech
+    _, _, test = video.discover(tmp_path)
+    assert [v.labels.tolist() for v in test] == [[0, 1, 1, 0, 0], [0, 0, 1, 1]]
+    np.savetxt(tmp_path / "testing" / "labels" / "02.txt", np.array([0, 0, 0]))
+    (tmp_path / "testing" / "test_frame_mask" / "02.npy").unlink()
+    with pytest.raises(DataError, match="video 02 has 4 frames but 3 labels"):
+        video.discover(tmp_path)
+    (tmp_path / "testing" / "labels" / "02.txt").unlink()
+    with pytest.raises(DataError, match="no frame labels for video 02"):
+        video.discover(tmp_path)
+    with pytest.raises(DataError, match="training/frames"):
+        video.discover(tmp_path / "absent")
+
+
+def test_clips_are_consecutive_frames():
+    frames = np.arange(10)[:, None]
+    clips = video.clips(frames, 4)
+    assert clips.shape == (7, 4, 1) and clips[2, :, 0].tolist() == [2, 3, 4, 5]
+
+
+def test_synthetic_videos_are_deterministic_and_labelled(tmp_path):
+    root = synthetic_video.write(str(tmp_path / "a"), n_train=2, n_test=3, n_frames=30)
+    again = synthetic_video.write(str(tmp_path / "b"), n_train=2, n_test=3, n_frames=30)
+    _, _, test = video.discover(root)
+    for v in test:
+        assert 0 < v.labels.sum() < len(v.labels)
+        masks = video.load_masks(v, 64)
+        assert (masks.reshape(len(v.labels), -1).any(1) == v.labels.astype(bool)).all()  # masked iff labelled
+    first, second = (open(f"{r}/testing/frames/02/0010.png", "rb").read() for r in (root, again))
+    assert first == second
+
+
+def test_tiny_lntra_run_reports_frame_level_auroc(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from conftest import write_config
+
+    from keras_ad.cli import main
+
+    monkeypatch.setenv("KERAS_AD_HOME", str(tmp_path / "home"))
+    cfg = {"run": {"dir": str(tmp_path / "run")},
+           "data": {"layout": "video", "root": "synthetic:video", "image_size": 32, "channels": 1, "val_fraction": 0.2},
+           "detector": {"name": "lntra", "clip_length": 8, "widths": [4, 4, 8, 8], "skip_frame": 0.3, "patch": 0.3,
+                        "intruders": "digits", "max_size": 0.5},
+           "train": {"epochs": 1, "batch_size": 4}}
+    result = CliRunner().invoke(main, ["train", "--config", str(write_config(tmp_path / "c.yaml", cfg))])
+    assert result.exit_code == 0, result.output
+    assert "training lntra on 265 clips of 5 videos (1 validation)" in result.output  # 5 x (60 - 8 + 1)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["n_images"] == 6 * (60 - 7)  # each test video: every frame but the first 4 and last 3
+    assert 0.0 <= report["frame_auroc_offline"] <= 1.0 and 0.0 <= report["frame_auroc_online"] <= 1.0
+    assert report["frame_auroc_offline"] == report["image_auroc"] and report["pixel_auroc"] == report["pixel_auroc"]
+    calibration = json.loads((tmp_path / "run" / "calibration.json").read_text())
+    low, high = calibration["online_psnr_range"]
+    assert low < high and calibration["calibration_videos"] == "validation"
+    assert (tmp_path / "run" / "plots" / "scores_over_time.png").stat().st_size > 0
+
+
+def test_data_synth_writes_the_demo_videos_once(tmp_path):
+    from click.testing import CliRunner
+
+    from keras_ad.cli import main
+
+    result = CliRunner().invoke(main, ["data", "synth", "--kind", "video", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    _, _, test = video.discover(tmp_path / "video")
+    assert len(test) == 6 and all(len(v.frames) == 60 for v in test)
+    again = CliRunner().invoke(main, ["data", "synth", "--kind", "video", "--out", str(tmp_path)])
+    assert again.exit_code == 2 and "exists" in again.output
