@@ -138,17 +138,19 @@ def calibrate(run_dir, min_area):
 @click.option("--variant", default="default", show_default=True,
               help="scoring graph of the detector: anogan also has 'edge' (encoder, no search: what its "
                    "TFLite and ONNX exports run)")
+@click.option("--labels", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="video detectors: per-frame 0/1 labels (.npy or .txt) of the one video given, shaded in the plot")
 @reports_usage_errors
-def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant):
-    """Score image files or folders: scores.csv (path, score, is_anomalous, defect_area) and overlays."""
+def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant, labels):
+    """Score image files or folders: scores.csv (path, score, is_anomalous, defect_area) and overlays.
+    A video detector's run scores frame folders or video files: one row per frame and a score-over-time plot."""
     from keras_ad.export import device
     from keras_ad.runs import Run
 
     run = Run.open(run_dir)
-    try:
-        paths = device.list_inputs(inputs)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    missing = [p for p in inputs if not os.path.exists(p)]
+    if missing:
+        raise UsageError(f"{missing[0]}: no such file or folder")
     out_dir = out_dir or run.file("scores")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
         raise UsageError(f"{out_dir}: exists and is not empty; pass --overwrite or choose --out")
@@ -163,6 +165,15 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant):
     scorer = keras_ad.load(run.path, variant)
     if not scorer.calibration:
         raise UsageError(f"{run.path}: not calibrated; run keras-ad calibrate --run {run_dir}")
+    if scorer.detector.clip_length:
+        _score_videos(scorer, inputs, labels, out_dir)
+        return
+    if labels:
+        raise UsageError(f"--labels: frame labels are for a video detector's runs; {run.path} scores images")
+    try:
+        paths = device.list_inputs(inputs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     images, kept, _ = pipeline.load_images(paths, scorer.cfg.data)
     out = scorer.score_preprocessed(images)
     atomic_write(os.path.join(out_dir, "scores.csv"), device.to_csv(device.rows(kept, out)))
@@ -177,6 +188,37 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant):
                         lambda p, item=item: plots.overlay_grid([item], p, vmax))
     flagged = int(np.sum(out["is_anomalous"]))
     click.echo(f"scored {len(kept)} images, {flagged} anomalous -> {os.path.join(out_dir, 'scores.csv')}")
+
+
+def _score_videos(scorer, inputs, labels_path, out_dir):
+    """Every frame folder or video file: scores.csv rows per scored frame, plots/<video>.png over time."""
+    import numpy as np
+
+    from keras_ad import plots, video_evaluation
+    from keras_ad.runs import atomic_save, atomic_write
+
+    if labels_path and len(inputs) != 1:
+        raise UsageError("--labels: give exactly one video with it")
+    lines = ["video,frame,psnr,score_offline,score_online,is_anomalous,defect_area"]
+    for path in inputs:
+        frames = video_evaluation.read_video_frames(path)
+        labels = None
+        if labels_path:
+            labels = np.load(labels_path) if labels_path.endswith(".npy") else np.loadtxt(labels_path)
+            labels = labels.reshape(-1)
+            if len(labels) != len(frames):
+                raise UsageError(f"--labels: {len(labels)} labels for the {len(frames)} frames of {path}")
+        r = video_evaluation.score_frames(scorer, frames, labels)
+        name = os.path.basename(os.path.normpath(path))
+        for i, frame in enumerate(r["frame"]):
+            lines.append(f"{path},{frame},{r['psnr'][i]:.6g},{r['offline'][i]:.6g},{r['online'][i]:.6g},"
+                         f"{int(r['is_anomalous'][i])},{int(r['defect_area'][i])}")
+        trace = [(name, r["frame"], r["offline"], r["online"], r["labels"])]
+        atomic_save(os.path.join(out_dir, f"{name}_scores_over_time.png"), lambda p, t=trace: plots.scores_over_time(t, p, 1))
+        click.echo(f"{path}: {len(r['frame'])} frames scored (clip centres), "
+                   f"{int(np.sum(r['is_anomalous']))} anomalous")
+    atomic_write(os.path.join(out_dir, "scores.csv"), "\n".join(lines) + "\n")
+    click.echo(f"scores: {os.path.join(out_dir, 'scores.csv')}")
 
 
 @main.command()

@@ -90,3 +90,54 @@ def evaluate(run, cfg, scorer) -> dict:
                                          **metrics.decision_rates(labels_all, np.concatenate(decided))}
     atomic_save(run.file("plots", "scores_over_time.png"), lambda p: plots.scores_over_time(traces, p))
     return report
+
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg")
+
+
+def read_video_frames(path) -> list[np.ndarray]:
+    """Grey uint8 frames [H, W, 1] of a frame folder (sorted file order) or a video file (OpenCV)."""
+    import os
+
+    from keras_ad.data.images import list_images, read_image
+    from keras_ad.errors import DataError
+
+    if os.path.isdir(path):
+        frames = [read_image(p, 1) for p in list_images(path)]
+    elif path.lower().endswith(VIDEO_EXTENSIONS):
+        try:
+            import cv2
+        except ImportError:
+            raise DataError(f"{path}: reading video files needs OpenCV (pip install opencv-python-headless); "
+                            f"or extract its frames into a folder and score that") from None
+        capture, frames = cv2.VideoCapture(path), []
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[..., None])
+        capture.release()
+    else:
+        raise DataError(f"{path}: not a frame folder or a video file ({', '.join(VIDEO_EXTENSIONS)})")
+    if not frames:
+        raise DataError(f"{path}: no frames")
+    return frames
+
+
+def score_frames(scorer, frames, labels=None):
+    """Per scored frame of one video: frame index, PSNR, offline and online anomaly scores, decision."""
+    length = scorer.detector.clip_length
+    if len(frames) < length:
+        from keras_ad.errors import DataError
+
+        raise DataError(f"{len(frames)} frames: a clip needs {length}; score a longer video")
+    prepare = video.frame_preprocessor(scorer.cfg.data)
+    prepared = np.stack([prepare(frame[None])[0, ..., 0].numpy() for frame in frames])
+    out = score_video(scorer, prepared, length)
+    index = scored_frames(len(frames), length)
+    psnr = -out["score"]
+    psnr_range = (scorer.calibration or {}).get("online_psnr_range")
+    return {"frame": index, "psnr": psnr, "offline": per_video_minmax(psnr),
+            "online": online_score(psnr, psnr_range) if psnr_range else np.full(len(psnr), np.nan),
+            "is_anomalous": out.get("is_anomalous"), "defect_area": out.get("defect_area"),
+            "labels": None if labels is None else np.asarray(labels)[index]}

@@ -242,3 +242,19 @@ def test_perceptual_stats_standardise_the_features_they_were_computed_on(tmp_pat
     np.testing.assert_allclose(standardised[:, alive].mean(0), 0.0, atol=1e-3)
     np.testing.assert_allclose(standardised[:, alive].std(0), 1.0, atol=1e-3)
     assert script.main(args) == 2 and "exists" in capsys.readouterr().err  # never overwrites
+
+
+def test_video_benchmark_writes_its_table(tmp_path, monkeypatch):
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_video", os.path.join(SCRIPTS, "bench_video.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setenv("KERAS_AD_HOME", str(tmp_path / "home"))
+    assert bench.main(["--variants", "baseline,svm", "--out", str(tmp_path)]) == 2
+    monkeypatch.setitem(bench.VARIANTS, "baseline", bench.VARIANTS["baseline"] + ["detector.widths=[4,4,8,8]",
+                                                                                   "detector.clip_length=8"])
+    assert bench.main(["--variants", "baseline", "--seeds", "0", "--epochs", "1", "--out", str(tmp_path)]) == 0
+    row = json.loads((tmp_path / "video.json").read_text())["results"]["baseline"][0]
+    assert 0.0 <= row["frame_auroc_offline"] <= 1.0 and row["seconds"] > 0
+    assert "| baseline |" in (tmp_path / "video.md").read_text()

@@ -106,3 +106,32 @@ def test_data_synth_writes_the_demo_videos_once(tmp_path):
     assert len(test) == 6 and all(len(v.frames) == 60 for v in test)
     again = CliRunner().invoke(main, ["data", "synth", "--kind", "video", "--out", str(tmp_path)])
     assert again.exit_code == 2 and "exists" in again.output
+
+
+def test_score_a_frame_folder_writes_rows_per_centre_frame(tmp_path, monkeypatch, train_tiny, tiny_video):
+    import csv
+
+    from click.testing import CliRunner
+
+    from keras_ad.cli import main
+
+    run = train_tiny("lntra")
+    folder = f"{tiny_video}/testing/frames/01"
+    labels = f"{tiny_video}/testing/labels/01.npy"
+    result = CliRunner().invoke(main, ["score", "--run", str(run), folder, "--labels", labels, "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(tmp_path / "s" / "scores.csv")))
+    assert [int(r["frame"]) for r in rows] == list(range(4, 24 - 3))  # clip 8: centres 4 .. n - 4
+    offline = np.array([float(r["score_offline"]) for r in rows])
+    assert offline.min() == 0.0 and offline.max() == 1.0  # per-video min-max
+    psnr = np.array([float(r["psnr"]) for r in rows])
+    assert np.argmax(offline) == np.argmin(psnr)
+    assert (tmp_path / "s" / "01_scores_over_time.png").stat().st_size > 0
+    np.save(tmp_path / "short.npy", np.zeros(5))
+    bad = CliRunner().invoke(main, ["score", "--run", str(run), folder, "--labels", str(tmp_path / "short.npy"),
+                                    "--out", str(tmp_path / "t")])
+    assert bad.exit_code == 2 and "5 labels for the 24 frames" in bad.output
+    text = tmp_path / "clip.txt"
+    text.write_text("x")
+    bad = CliRunner().invoke(main, ["score", "--run", str(run), str(text), "--out", str(tmp_path / "u")])
+    assert bad.exit_code == 2 and "not a frame folder or a video file" in bad.output
