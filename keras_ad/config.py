@@ -201,6 +201,8 @@ DETECTOR_PARAMS["piad"] = {
 
 DETECTOR_PARAMS["lntra"] = {
     "clip_length": Field(16, int, low=8, high=64, doc="frames per clip, a multiple of 8; the centre one is scored (§5.a)"),
+    "clip_stride": Field(1, int, low=1, high=64, doc="training clips start every this many frames: 1, every "
+                                                     "clip (§5.a); larger thins long videos"),
     "widths": Field([96, 128, 256, 256], list, doc="channels of the four 3D convolutions (§5.b)"),
     "skip_frame": Field(0.0, float, low=0.0, high=1.0, doc="probability of a skip-frame pseudo anomaly per clip; "
                                                            "the paper's skip model 0.2 (§5.c)"),

@@ -101,6 +101,7 @@ def test_clip_sampler_targets_are_always_normal_clips():
     assert 0.4 * len(pairs) < changed < 0.8 * len(pairs)  # about 60 % became pseudo anomalies
     plain = pa.ClipSampler(videos, 4, {}, seed=1)
     assert all(np.array_equal(x, y) for x, y in plain.epoch())
+    assert len(pa.ClipSampler(videos, 4, {}, stride=5)) == 4 + 5  # starts 0, 5, 10, 15 and 0, ..., 20
     with pytest.raises(ValueError, match="intruder"):
         pa.ClipSampler(videos, 4, {"cutmix": 0.1})
 

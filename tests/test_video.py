@@ -135,3 +135,14 @@ def test_score_a_frame_folder_writes_rows_per_centre_frame(tmp_path, monkeypatch
     text.write_text("x")
     bad = CliRunner().invoke(main, ["score", "--run", str(run), str(text), "--out", str(tmp_path / "u")])
     assert bad.exit_code == 2 and "not a frame folder or a video file" in bad.output
+
+
+def test_video_files_without_opencv_say_how_to_proceed(tmp_path, monkeypatch):
+    import sys
+
+    from keras_ad import video_evaluation
+
+    (tmp_path / "clip.mp4").write_bytes(b"\0")
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 raises ImportError
+    with pytest.raises(DataError, match="needs OpenCV .*extract its frames into a folder"):
+        video_evaluation.read_video_frames(str(tmp_path / "clip.mp4"))

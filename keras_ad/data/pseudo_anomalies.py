@@ -142,15 +142,16 @@ class ClipSampler:
     videos: float32 [n_frames, H, W] each in [0, 1] (the detectors' input range: the paper's [-1, 1]
     mapped linearly, which the paste commutes with); intruders: grey uint8 stills (CIFAR-100, a folder)
     stretched to the frame, or None when no patch kind is enabled. A skip-frame clip is built from an
-    independently shuffled second order of the clips, as the source zips two loaders.
+    independently shuffled second order of the clips, as the source zips two loaders. `stride`: clips
+    start every `stride` frames (1: every clip, the paper's).
     """
 
     def __init__(self, videos, length, probabilities, jumps=(2, 3, 4, 5), intruders=None, max_size=0.2,
-                 max_move=0, seed=0):
+                 max_move=0, seed=0, stride=1):
         self.videos, self.length = videos, length
         self.probabilities, self.jumps = dict(probabilities), tuple(jumps)
         self.intruders, self.max_size, self.max_move = intruders, max_size, max_move
-        self.clips = [(v, s) for v, video in enumerate(videos) for s in range(len(video) - length + 1)]
+        self.clips = [(v, s) for v, video in enumerate(videos) for s in range(0, len(video) - length + 1, stride)]
         if not self.clips:
             raise ValueError(f"every video is shorter than a clip of {length} frames")
         if any(self.probabilities.get(k, 0) for k in PATCH_KINDS) and not intruders:

@@ -143,7 +143,7 @@ def training_data(cfg, clip_length, batch_size):
     probabilities = {"skip_frame": det.skip_frame, det.patch_kind: det.patch}
     intruders = pseudo_anomalies.load_intruders(det.intruders) if det.patch > 0 else None
     sampler = pseudo_anomalies.ClipSampler(videos, clip_length, probabilities, det.jumps, intruders,
-                                           det.max_size, det.max_move, seed=cfg.train.seed)
+                                           det.max_size, det.max_move, seed=cfg.train.seed, stride=det.clip_stride)
     if len(sampler) < batch_size:
         raise DataError(f"only {len(sampler)} clips of {clip_length} frames in the training videos but a step "
                         f"takes {batch_size}; lower train.batch_size or add videos")
