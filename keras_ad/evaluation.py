@@ -35,14 +35,18 @@ def calibrate_run(run, cfg, scorer, min_area=None) -> dict:
         for variant in other_variants:
             variant_maps = Scorer(scorer.detector, cfg, variant=variant).score_preprocessed(val_images)["anomaly_map"]
             result["variants"][variant] = {"pixel_threshold": calibration.calibrate(variant_maps, min_area)["pixel_threshold"]}
+    return finish_calibration(run, scorer, maps, result, f"{len(val_images)} good validation images")
+
+
+def finish_calibration(run, scorer, maps, result, what) -> dict:
+    """Write calibration.json and its plots (§3.f), give the scorer the result, say what it came from."""
     curves = calibration.finetune_curves(maps)
     t = result["pixel_threshold"]
     hists = {f"t = {f:g}·threshold": calibration.areas_at(maps, f * t) for f in (0.5, 0.75, 0.9, 1.0)}
     atomic_save(run.file("plots", "calibration.png"), lambda p: plots.finetune_plots(curves, hists, result, p))
     write_json(run.file(CALIBRATION), result)
     scorer.calibration = result
-    print(f"calibrated on {len(val_images)} good validation images: pixel threshold {t:.6g}, "
-          f"min area {result['min_area']} px", flush=True)
+    print(f"calibrated on {what}: pixel threshold {t:.6g}, min area {result['min_area']} px", flush=True)
     return result
 
 

@@ -9,7 +9,8 @@ import numpy as np
 from keras_ad import calibration, metrics, plots
 from keras_ad.data import layouts, video
 from keras_ad.detectors.lntra import online_normaliser, online_score, per_video_minmax, scored_frames
-from keras_ad.runs import CALIBRATION, atomic_save, write_json
+from keras_ad.evaluation import finish_calibration
+from keras_ad.runs import atomic_save
 
 
 def score_video(scorer, frames, clip_length):
@@ -38,11 +39,9 @@ def calibrate(run, cfg, scorer, min_area=None) -> dict:
     result = calibration.calibrate(maps, min_area)
     result["online_psnr_range"] = list(online_normaliser(-np.concatenate([o["score"] for o in outs])))
     result["calibration_videos"] = kind
-    write_json(run.file(CALIBRATION), result)
-    scorer.calibration = result
-    print(f"calibrated on {len(maps)} clips of {len(videos)} {kind} videos: pixel threshold "
-          f"{result['pixel_threshold']:.6g}, PSNR range {result['online_psnr_range']}", flush=True)
-    return result
+    low, high = result["online_psnr_range"]
+    return finish_calibration(run, scorer, maps, result, f"{len(maps)} clips of {len(videos)} {kind} videos "
+                                                         f"(normal PSNR {low:.4g} to {high:.4g} dB)")
 
 
 def evaluate(run, cfg, scorer) -> dict:
