@@ -74,7 +74,9 @@ def test_metadata_describes_the_artefacts(exported):
     run, out, _ = exported
     metadata = json.loads((out / "metadata.json").read_text())
     calibration = json.loads((run / "calibration.json").read_text())
-    assert metadata["decision"] == {"pixel_threshold": calibration["pixel_threshold"], "min_area": MIN_AREA}
+    decision = {k: metadata["decision"][k] for k in ("pixel_threshold", "min_area")}
+    assert decision == {"pixel_threshold": calibration["pixel_threshold"], "min_area": MIN_AREA}
+    assert metadata["decision"].get("online_psnr_range") == calibration.get("online_psnr_range")  # video models
     assert metadata["input"]["dtype"] == "uint8" and metadata["input"]["channels"] == keras_ad.load(run).cfg.data.channels
     assert metadata["keras_ad_version"] == keras_ad.__version__
     for name in ("model_fp32.tflite", "model.onnx"):

@@ -195,10 +195,20 @@ def _metadata(scorer, run, artefacts) -> dict:
         "signatures": {"serving_default": {"images": f"uint8 [{dims}]"},
                        "score_with_threshold": {"images": f"uint8 [{dims}]", "threshold": "float32 [1]"}},
         "postprocess": cfg.to_dict()["postprocess"],
-        "decision": {"pixel_threshold": scorer.threshold, "min_area": int(scorer.calibration["min_area"])},
+        "decision": {"pixel_threshold": scorer.threshold, "min_area": int(scorer.calibration["min_area"]),
+                     **_video_decision(scorer)},
         "metrics": {k: report.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")},
         "artefacts": {name: dict(info) for name, info in artefacts.items()},
     }
+
+
+def _video_decision(scorer) -> dict:
+    """A video model's online score: score = -PSNR of the clip's centre frame (dB), online anomaly score
+    = 1 - (PSNR - low) / (high - low) over the PSNR range of normal clips (README, LNTRA)."""
+    if not scorer.detector.clip_length:
+        return {}
+    return {"online_psnr_range": scorer.calibration.get("online_psnr_range"),
+            "score": "-PSNR of the centre frame of each clip; frame index = clip start + clip_length // 2"}
 
 
 def _digest(path) -> str:
