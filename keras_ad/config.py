@@ -386,6 +386,8 @@ def _check_consistency(values, source):
     if (det["name"] == "lntra") != (data["layout"] == "video"):
         raise ConfigError(source, "data.layout", "lntra scores clips of videos and the video layout holds them: "
                                                  "use both or neither")
+    if det["name"] == "lntra" and values["train"]["min_epoch_images"]:
+        raise ConfigError(source, "train.min_epoch_images", "lntra trains on every clip once per epoch; leave it 0")
     if det["name"] == "lntra" and (det["clip_length"] % 8 or data["image_size"] % 16 or data["channels"] != 1):
         raise ConfigError(source, "detector.clip_length", "lntra needs clip_length a multiple of 8, "
                                                           "data.image_size a multiple of 16 and data.channels 1 (§5.a)")
