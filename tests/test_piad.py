@@ -133,39 +133,6 @@ def test_mirrored_step_equals_one_device_step(two_replicas, monkeypatch):
     check_mirrored_step(two_replicas, _cfg(weight_update_every=1), 24, 1e-3)  # 3 slices of 8: 2 critic steps, 1 E/G
 
 
-def test_piad_mnist_config_trains_on_an_npz_source(tmp_path, monkeypatch):
-    """The shipped MNIST config, its data given as a .npz (scikit-learn's digits in MNIST's arrays), shrunk
-    to seconds: the official split holds, report.json has the image AUROC and says the features are random."""
-    import json
-    import os
-
-    from click.testing import CliRunner
-    from sklearn.datasets import load_digits
-
-    from keras_ad.cli import main
-
-    monkeypatch.setenv("KERAS_AD_HOME", str(tmp_path / "home"))
-    digits = load_digits()
-    images, labels = (digits.images * 16).clip(0, 255).astype(np.uint8), digits.target
-    test = np.random.default_rng(0).random(len(labels)) < 0.3
-    np.savez(tmp_path / "digits.npz", x_train=images[~test], y_train=labels[~test], x_test=images[test],
-             y_test=labels[test])
-    sets = {"data.source": tmp_path / "digits.npz", "data.normal_class": 3, "run.dir": tmp_path / "run",
-            "detector.perceptual_weights": "none", "detector.latent_dim": 8, "detector.latent_critic_dims": "[16, 16]",
-            **{f"detector.{k}_dims": "[8, 8, 8, 8]" for k in ("generator", "encoder", "image_critic")},
-            "train.iterations": 6, "train.min_epoch_images": 192, "train.batch_size": 16}
-    args = [a for key, value in sets.items() for a in ("--set", f"{key}={value}")]
-    config_path = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "piad_mnist.yaml")
-    result = CliRunner().invoke(main, ["train", "--config", config_path, *args])
-    assert result.exit_code == 0, result.output
-    # 129 images of 3 repeat to 192 per epoch: 4 steps of 16 x 3 images; 6 iterations -> 2 epochs
-    assert "129 images, repeated to 192 per epoch" in result.output and "2 epochs" in result.output
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["n_images"] == int(test.sum()) and report["n_defective"] == int((labels[test] != 3).sum())
-    assert 0.0 <= report["image_auroc"] <= 1.0
-    assert "random VGG19 features" in report["caveats"][0]
-
-
 def test_perceptual_weight_sources_say_how_to_supply_them(tmp_path, monkeypatch):
     import keras
 

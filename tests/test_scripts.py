@@ -162,8 +162,10 @@ def _run_all_script():
 
 
 def test_run_all_tables_runs_and_resumes(tmp_path, monkeypatch, capsys):
-    """Two tiny runs of the MNIST config on digits: mean ± std per class; a second call trains nothing,
-    and a run whose report is gone is resumed from its checkpoint, not retrained."""
+    """Two tiny runs of configs/piad_mnist.yaml with a .npz source (scikit-learn's digits as MNIST's arrays):
+    the official split holds, the small set repeats to train.min_epoch_images, the report says the VGG
+    features are random; mean ± std per class; a second call trains nothing, and a run whose report is
+    gone is resumed from its checkpoint, not retrained."""
     import json
 
     import numpy as np
@@ -175,13 +177,19 @@ def test_run_all_tables_runs_and_resumes(tmp_path, monkeypatch, capsys):
     np.savez(tmp_path / "d.npz", x_train=images[::3], y_train=digits.target[::3], x_test=images[1::12],
              y_test=digits.target[1::12])
     tiny = ["data.source=" + str(tmp_path / "d.npz"), "detector.perceptual_weights=none", "detector.latent_dim=8",
-            "detector.latent_critic_dims=[16,16]", "train.iterations=2", "train.min_epoch_images=0",
+            "detector.latent_critic_dims=[16,16]", "train.iterations=3", "train.min_epoch_images=96",
             "train.batch_size=16"]
     tiny += [f"detector.{k}_dims=[8,8,8,8]" for k in ("generator", "encoder", "image_critic")]
     run_all = _run_all_script()
     args = ["--datasets", "mnist", "--classes", "3", "--runs", "2", "--out", str(tmp_path / "all")]
     args += [a for s in tiny for a in ("--set", s)]
     assert run_all.main(args) == 0
+    # 61 images of digit 3 train (3 of them validate) and repeat to 96 per epoch: 2 steps of 16 x 3; 3 iterations -> 2 epochs
+    assert "on 58 images, repeated to 96 per epoch (3 validation), 2 epochs" in capsys.readouterr().out
+    report = json.loads((tmp_path / "all" / "mnist" / "3" / "run0" / "report.json").read_text())
+    test_labels = digits.target[1::12]
+    assert report["n_images"] == len(test_labels) and report["n_defective"] == int((test_labels != 3).sum())
+    assert "random VGG19 features" in report["caveats"][0]
     results = json.loads((tmp_path / "all" / "results.json").read_text())
     aurocs = [results["runs"]["mnist"]["3"][k]["image_auroc"] for k in ("0", "1")]
     row = results["table"]["mnist"]["3"]
