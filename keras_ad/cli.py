@@ -139,7 +139,8 @@ def calibrate(run_dir, min_area):
               help="scoring graph of the detector: anogan also has 'edge' (encoder, no search: what its "
                    "TFLite and ONNX exports run)")
 @click.option("--labels", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="video detectors: per-frame 0/1 labels (.npy or .txt) of the one video given, shaded in the plot")
+              help="video detectors: per-frame 0/1 labels (.npy or .txt) of the one video given, shaded in the "
+                   "plot (found by themselves for a testing/frames/<video> folder of the video layout)")
 @reports_usage_errors
 def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant, labels):
     """Score image files or folders: scores.csv (path, score, is_anomalous, defect_area) and overlays.
@@ -202,7 +203,7 @@ def _score_videos(scorer, inputs, labels_path, out_dir):
     lines = ["video,frame,psnr,score_offline,score_online,is_anomalous,defect_area"]
     for path in inputs:
         frames = video_evaluation.read_video_frames(path)
-        labels = None
+        labels = None if labels_path else video_evaluation.layout_labels(path)
         if labels_path:
             labels = np.load(labels_path) if labels_path.endswith(".npy") else np.loadtxt(labels_path)
             labels = labels.reshape(-1)

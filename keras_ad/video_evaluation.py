@@ -123,6 +123,22 @@ def read_video_frames(path) -> list[np.ndarray]:
     return frames
 
 
+def layout_labels(folder):
+    """The frame labels of a test video folder <root>/testing/frames/<video> of the video layout, or None."""
+    import os
+
+    from keras_ad.errors import DataError
+
+    parts = os.path.abspath(folder).split(os.sep)
+    if len(parts) < 4 or parts[-3:-1] != ["testing", "frames"]:
+        return None
+    try:
+        _, _, test = video.discover(os.sep.join(parts[:-3]), need_test=True)
+    except DataError:
+        return None
+    return next((v.labels for v in test if v.name == parts[-1]), None)
+
+
 def score_frames(scorer, frames, labels=None):
     """Per scored frame of one video: frame index, PSNR, offline and online anomaly scores, decision."""
     length = scorer.detector.clip_length

@@ -127,6 +127,10 @@ def test_score_a_frame_folder_writes_rows_per_centre_frame(tmp_path, monkeypatch
     psnr = np.array([float(r["psnr"]) for r in rows])
     assert np.argmax(offline) == np.argmin(psnr)
     assert (tmp_path / "s" / "01_scores_over_time.png").stat().st_size > 0
+    from keras_ad import video_evaluation
+
+    assert video_evaluation.layout_labels(folder).tolist() == np.load(labels).tolist()  # found without --labels
+    assert video_evaluation.layout_labels(str(tmp_path)) is None
     np.save(tmp_path / "short.npy", np.zeros(5))
     bad = CliRunner().invoke(main, ["score", "--run", str(run), folder, "--labels", str(tmp_path / "short.npy"),
                                     "--out", str(tmp_path / "t")])
