@@ -166,6 +166,8 @@ def write_arrays(out, splits, names=None):
             Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image).save(
                 os.path.join(folder, f"{split}_{i:05d}.png"))
             count += 1
+            if count % 10000 == 0:
+                print(f"  {count} images written", flush=True)
     return count
 
 
