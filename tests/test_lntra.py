@@ -179,3 +179,17 @@ def test_mirrored_step_equals_one_device_step(two_replicas):
     targets = np.clip(inputs + rng.normal(0, 0.1, inputs.shape), 0, 1).astype(np.float32)
     single = one_step(tf.distribute.get_strategy(), initial, inputs, targets)
     assert_same_update(initial, single, one_step(two_replicas, initial, inputs, targets))
+
+
+def test_initialisation_is_pytorchs_default():
+    """Kernels and biases U(±1/sqrt(fan_in)) with PyTorch's fan_in: 27·in for conv3d, 27·out for its transpose."""
+    net = lntra.autoencoder(16, 64, widths=(8, 8, 16, 16))
+    conv = next(layer for layer in net.layers if layer.name.startswith("conv3d") and "transpose" not in layer.name)
+    last = [layer for layer in net.layers if "transpose" in layer.name][-1]  # 8 -> 1 channel
+    for layer, fan_in in ((conv, 27 * 1), (last, 27 * 1)):
+        kernel, bias = (w.numpy() for w in layer.weights)
+        bound = 1.0 / np.sqrt(fan_in)
+        assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.8 * bound
+        assert np.abs(bias).max() <= bound
+    second = [layer for layer in net.layers if layer.name.startswith("conv3d") and "transpose" not in layer.name][1]
+    assert np.abs(second.weights[0].numpy()).max() <= 1.0 / np.sqrt(27 * 8)

@@ -16,25 +16,36 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from keras_ad.detectors.base import Detector
+from keras_ad.detectors.base import Detector, adam
 from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU
 
 WIDTHS = (96, 128, 256, 256)  # §5.b
 CLIP_LENGTH = 16  # §5.a
+# PyTorch's default conv init (§5.b): kernels kaiming_uniform(a=√5), i.e. U(±1/sqrt(fan_in)), and biases
+# U(±1/sqrt(fan_in)). Keras' fan_in of a Conv3DTranspose kernel (k, k, k, out, in) is 27·out, the same
+# quirk as PyTorch's for its transposed weights (in, out, k, k, k).
+TORCH_KERNEL = keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
+def _torch_bias(fan_in):
+    bound = 1.0 / np.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
 
 
 # ---------------------------------------------------------------- network (§5.b)
 def _encode(x, filters, strides):
     """PyTorch's conv3d(k 3, padding 1): explicit zero padding, then a 'valid' convolution, so a stride-2
     axis samples the same positions as the source (Keras' 'same' pads only at the end)."""
-    x = layers.Conv3D(filters, 3, strides=strides)(layers.ZeroPadding3D(1)(x))
+    x = layers.Conv3D(filters, 3, strides=strides, kernel_initializer=TORCH_KERNEL,
+                      bias_initializer=_torch_bias(27 * x.shape[-1]))(layers.ZeroPadding3D(1)(x))
     return MaxLeakyReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
 
 
 def _decode(x, filters, strides, last=False):
     """PyTorch's conv_transpose3d(k 3, padding 1, output_padding 1 on stride-2 axes): the full transposed
     convolution cropped by one at the start of every axis, and at the end of stride-1 axes."""
-    x = layers.Conv3DTranspose(filters, 3, strides=strides, padding="valid")(x)
+    x = layers.Conv3DTranspose(filters, 3, strides=strides, padding="valid", kernel_initializer=TORCH_KERNEL,
+                               bias_initializer=_torch_bias(27 * filters))(x)
     x = layers.Cropping3D(tuple((1, 1) if s == 1 else (1, 0) for s in strides))(x)
     if last:
         return layers.Activation("tanh")(x)
@@ -116,6 +127,10 @@ class LNTRA(Detector):
         self.clip_length = network.input_shape[1]
         self.trackers = {"loss": keras.metrics.Mean(name="loss")}
         self.built = True  # the network is built; nothing is created on the first call
+
+    def compile_phase(self, learning_rate, lr_decay):
+        """Adam, PyTorch's defaults (β 0.9, 0.999, ε 1e-8), lr 1e-4, no schedule (§5.d)."""
+        self.install_optimizers(lambda name: adam(learning_rate, lr_decay, epsilon=1e-8))
 
     def call(self, clips, training=False):
         return self.network(clips * 2.0 - 1.0, training=training)
