@@ -102,6 +102,10 @@ def test_clip_sampler_targets_are_always_normal_clips():
     plain = pa.ClipSampler(videos, 4, {}, seed=1)
     assert all(np.array_equal(x, y) for x, y in plain.epoch())
     assert len(pa.ClipSampler(videos, 4, {}, stride=5)) == 4 + 5  # starts 0, 5, 10, 15 and 0, ..., 20
+    as_bytes = [np.round((v + 1.0) * 127.5).astype(np.uint8) for v in videos]  # training keeps frames as uint8
+    x, y = next(pa.ClipSampler(as_bytes, 4, {}, seed=1).epoch())
+    assert x.dtype == y.dtype == np.float32 and 0.0 <= y.min() and y.max() <= 1.0
+    assert any(np.array_equal(y, b[s:s + 4] / np.float32(255.0)) for b in as_bytes for s in range(len(b) - 3))
     with pytest.raises(ValueError, match="intruder"):
         pa.ClipSampler(videos, 4, {"cutmix": 0.1})
 

@@ -139,8 +139,9 @@ class ClipSampler:
     """Training pairs (input clip, target clip) [T, H, W] over every clip of every video, reshuffled each
     epoch; each clip turns into at most one pseudo anomaly (probabilities per kind, §5.c).
 
-    videos: float32 [n_frames, H, W] each in [0, 1] (the detectors' input range: the paper's [-1, 1]
-    mapped linearly, which the paste commutes with); intruders: grey uint8 stills (CIFAR-100, a folder)
+    videos: [n_frames, H, W] each, float32 in [0, 1] (the detectors' input range: the paper's [-1, 1]
+    mapped linearly, which the paste commutes with) or uint8 0..255 (read as x / 255); intruders: grey
+    uint8 stills (CIFAR-100, a folder)
     stretched to the frame, or None when no patch kind is enabled. A skip-frame clip is built from an
     independently shuffled second order of the clips, as the source zips two loaders. `stride`: clips
     start every `stride` frames (1: every clip, the paper's).
@@ -166,11 +167,12 @@ class ClipSampler:
         order, second = self.rng.permutation(len(self.clips)), self.rng.permutation(len(self.clips))
         for i, j in zip(order, second):
             v, start = self.clips[i]
-            clip = self.videos[v][start:start + self.length]
+            clip = _unit(self.videos[v][start:start + self.length])
             kind = choose_kind(self.rng, self.probabilities)
             if kind == "skip_frame":
                 v2, start2 = self.clips[j]
-                yield skip_frame_clip(self.rng, self.videos[v2], start2, self.length, self.jumps)
+                skipped, target = skip_frame_clip(self.rng, self.videos[v2], start2, self.length, self.jumps)
+                yield _unit(skipped), _unit(target)
             elif kind is not None:
                 frames, height, width = clip.shape
                 intruder = stretch(self.intruders[int(self.rng.integers(len(self.intruders)))], height, width) * 0.5 + 0.5
@@ -178,6 +180,11 @@ class ClipSampler:
                 yield paste(clip, intruder, masks), clip
             else:
                 yield clip, clip
+
+
+def _unit(frames):
+    """float32 frames in [0, 1]; uint8 ones divided by 255."""
+    return frames.astype(np.float32) / 255.0 if frames.dtype == np.uint8 else frames
 
 
 def load_intruders(source: str, limit: int = 5000) -> list[np.ndarray]:

@@ -93,10 +93,15 @@ def _own_labels(root, name):
     return None
 
 
-def load_frames(video: Video, preprocess) -> np.ndarray:
-    """Every frame of a video through the scoring pre-processing: float32 [n, S, S] in [0, 1] (grey)."""
-    frames = [preprocess(read_image(path, 1)[None])[0, ..., 0].numpy() for path in video.frames]
-    return np.stack(frames).astype(np.float32)
+def load_frames(video: Video, preprocess, as_uint8=False, chunk=64) -> np.ndarray:
+    """Every frame of a video through the scoring pre-processing: float32 [n, S, S] in [0, 1] (grey), or
+    uint8 0..255 (`as_uint8`: training holds every frame in memory, a quarter of the float size)."""
+    out = []
+    for start in range(0, len(video.frames), chunk):
+        raw = np.stack([read_image(path, 1) for path in video.frames[start:start + chunk]])
+        frames = preprocess(raw)[..., 0].numpy()
+        out.append(np.round(frames * 255.0).astype(np.uint8) if as_uint8 else frames.astype(np.float32))
+    return np.concatenate(out)
 
 
 def load_masks(video: Video, size) -> np.ndarray | None:
@@ -139,7 +144,7 @@ def training_data(cfg, clip_length, batch_size):
     train, val, _ = discover(resolve_root(cfg.data), cfg.data.val_fraction, cfg.train.seed, need_test=False)
     prepare = frame_preprocessor(cfg.data)
     print(f"loading {sum(len(v.frames) for v in train)} frames of {len(train)} training videos ...", flush=True)
-    videos = [load_frames(v, prepare) for v in train]
+    videos = [load_frames(v, prepare, as_uint8=True) for v in train]
     probabilities = {"skip_frame": det.skip_frame, det.patch_kind: det.patch}
     intruders = pseudo_anomalies.load_intruders(det.intruders) if det.patch > 0 else None
     sampler = pseudo_anomalies.ClipSampler(videos, clip_length, probabilities, det.jumps, intruders,
@@ -152,6 +157,6 @@ def training_data(cfg, clip_length, batch_size):
     dataset = dataset.batch(batch_size, drop_remainder=True)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(sampler) // batch_size))
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
-    sample_videos = [load_frames(v, prepare) for v in val[:1]] or videos[:1]
+    sample_videos = [load_frames(v, prepare) for v in val[:1]] or [videos[0] / np.float32(255.0)]
     samples = clips(sample_videos[0], clip_length, range(0, len(sample_videos[0]) - clip_length + 1, 4))[:8]
     return dataset, len(sampler), samples, f"clips of {len(train)} videos", len(val)
