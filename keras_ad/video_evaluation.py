@@ -64,19 +64,20 @@ def evaluate(run, cfg, scorer) -> dict:
         labels.append(v.labels[index])
         offline.append(per_video_minmax(psnr))
         online.append(online_score(psnr, psnr_range) if psnr_range else np.full(len(psnr), np.nan))
-        maps.append(out["anomaly_map"])
         video_masks = video.load_masks(v, cfg.data.image_size)
-        masks.append(video_masks[index] if video_masks is not None else None)
+        if video_masks is not None:  # maps are kept only where pixel metrics need them (memory)
+            maps.append(out["anomaly_map"])
+            masks.append(video_masks[index])
         if "is_anomalous" in out:
             decided.append(out["is_anomalous"])
         rows[v.name] = {"frames": int(len(index)), "anomalous": int(labels[-1].sum())}
         traces.append((v.name, index, offline[-1], online[-1], labels[-1]))
     labels_all, offline_all, online_all = np.concatenate(labels), np.concatenate(offline), np.concatenate(online)
-    has_mask = np.concatenate([np.full(len(l), m is not None) for l, m in zip(labels, masks)])
-    size = cfg.data.image_size
-    mask_all = np.concatenate([m if m is not None else np.zeros((len(l), size, size), bool) for l, m in zip(labels, masks)])
-    summary = metrics.summary(labels_all, offline_all, mask_all, np.concatenate(maps), has_mask,
-                              cfg.evaluate.pro_fpr_limit)
+    summary = metrics.summary(labels_all, offline_all, fpr_limit=cfg.evaluate.pro_fpr_limit)
+    if masks:  # pixel metrics over the scored frames of the videos that have masks
+        all_masks, all_maps = np.concatenate(masks), np.concatenate(maps)
+        summary.update(pixel_auroc=metrics.pixel_auroc(all_masks, all_maps),
+                       aupro=metrics.aupro(all_masks, all_maps, cfg.evaluate.pro_fpr_limit))
     report = {"run": run.name, "detector": cfg.detector.name, "data_root": layouts.resolve_root(cfg.data),
               "caveats": list(scorer.detector.caveats), **summary,
               "frame_auroc_offline": summary["image_auroc"],
