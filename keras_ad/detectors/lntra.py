@@ -17,7 +17,7 @@ import tensorflow as tf
 from keras import layers
 
 from keras_ad.detectors.base import Detector, adam
-from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU
+from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU, per_example
 
 WIDTHS = (96, 128, 256, 256)  # §5.b
 CLIP_LENGTH = 16  # §5.a
@@ -139,7 +139,7 @@ class LNTRA(Detector):
         inputs, targets = data
         inputs, targets = _with_channel(inputs) * 2.0 - 1.0, _with_channel(targets) * 2.0 - 1.0
         with tf.GradientTape() as tape:
-            per_clip = tf.reduce_mean(tf.square(self.network(inputs, training=True) - targets), axis=[1, 2, 3, 4])
+            per_clip = per_example(tf.reduce_mean, tf.square(self.network(inputs, training=True) - targets))
             loss = tf.nn.compute_average_loss(per_clip)
         variables = self.network.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
