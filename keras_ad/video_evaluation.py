@@ -147,8 +147,7 @@ def score_frames(scorer, frames, labels=None):
         from keras_ad.errors import DataError
 
         raise DataError(f"{len(frames)} frames: a clip needs {length}; score a longer video")
-    prepare = video.frame_preprocessor(scorer.cfg.data)
-    prepared = np.stack([prepare(frame[None])[0, ..., 0].numpy() for frame in frames])
+    prepared = video.prepare_frames(frames, video.frame_preprocessor(scorer.cfg.data))
     out = score_video(scorer, prepared, length)
     index = scored_frames(len(frames), length)
     psnr = -out["score"]

@@ -98,10 +98,16 @@ def load_frames(video: Video, preprocess, as_uint8=False, chunk=64) -> np.ndarra
     uint8 0..255 (`as_uint8`: training holds every frame in memory, a quarter of the float size)."""
     out = []
     for start in range(0, len(video.frames), chunk):
-        raw = np.stack([read_image(path, 1) for path in video.frames[start:start + chunk]])
-        frames = preprocess(raw)[..., 0].numpy()
-        out.append(np.round(frames * 255.0).astype(np.uint8) if as_uint8 else frames.astype(np.float32))
+        raw = [read_image(path, 1) for path in video.frames[start:start + chunk]]
+        frames = prepare_frames(raw, preprocess, chunk)
+        out.append(np.round(frames * 255.0).astype(np.uint8) if as_uint8 else frames)
     return np.concatenate(out)
+
+
+def prepare_frames(raw, preprocess, chunk=64) -> np.ndarray:
+    """Raw uint8 frames [H, W, 1] of one video (one size) -> float32 [n, S, S] in [0, 1], in chunks."""
+    return np.concatenate([preprocess(np.stack(raw[i:i + chunk]))[..., 0].numpy().astype(np.float32)
+                           for i in range(0, len(raw), chunk)])
 
 
 def load_masks(video: Video, size) -> np.ndarray | None:
