@@ -197,6 +197,12 @@ DETECTOR_PARAMS["piad"] = {
                                 "give its weights as a file), keras-imagenet, none (random, offline) or a "
                                 "Keras VGG19 (no top) weight file (§1.c, §1.g.2)"),
     "perceptual_stats": Field(None, allow=OPTIONAL, doc="relu4_2 mean/std JSON for weights other than torchvision's"),
+    "reconstruction_loss": Field("relative_perceptual_l1", choices=("relative_perceptual_l1", "perceptual_l1",
+                                                                   "perceptual_l2", "pixel_l2"),
+                                 doc="E/G reconstruction loss and score: the paper's, or an ablation of §1.c "
+                                     "(pixel_l2 needs no VGG19)"),
+    "reconstruction_weights": Field([1.0, 1.0], list, doc="w_E, w_G: fixed when weight_policy is false (the "
+                                                          "manual ablation: 10, 100), else the policy's start (§1.c)"),
 }
 
 DETECTOR_PARAMS["lntra"] = {

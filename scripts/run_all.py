@@ -8,7 +8,8 @@ Each run is `keras-ad train --config configs/piad_<dataset>.yaml` with its norma
 the run index and run.dir = <out>/<dataset>/<class>/run<k>; --set is passed on to every run. The
 script is resumable: a run with a report.json is skipped, an interrupted one resumes from its last
 checkpoint. CelebA gives one AUROC per attribute (its single normal class, report.json's per_defect),
-LSUN a single one. Writes <out>/results.md and <out>/results.json after every run.
+LSUN a single one. --datasets ablation_cifar10_pixel_l2 (and _pixel_l2_manual, _perceptual_l1,
+_perceptual_l2) runs the paper's loss ablation. Writes <out>/results.md and <out>/results.json after every run.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ DATASETS = {
     "celeba": ["normal"],
     "lsun": ["normal"],
 }
+# the loss ablation on CIFAR-10 (§1.c): configs/piad_ablation_cifar10_<variant>.yaml, not run by default
+DATASETS.update({f"ablation_cifar10_{variant}": DATASETS["cifar10"]
+                 for variant in ("perceptual_l1", "perceptual_l2", "pixel_l2", "pixel_l2_manual")})
 PER_DEFECT = {"celeba"}  # one AUROC per anomaly class of a single run
 
 

@@ -93,9 +93,10 @@ def check_mirrored_step(strategy, cfg, n_images, learning_rate, relative_floor=0
     assert_same_update(initial, single, mirrored, floor=max(1e-7, relative_floor * largest))
 
 
-def train_on_digits(tmp_path, detector: dict, labels=(0, 1, 2), **data):
+def train_on_digits(tmp_path, detector: dict, labels=(0, 1, 2), train=None, **data):
     """Train `detector` through the CLI on scikit-learn's 8x8 digits of `labels` as a one_class folder
-    (32x32 grey, 1 epoch); returns (report.json, the digits bunch). `data` sets the protocol."""
+    (32x32 grey, 1 epoch unless `train` says otherwise); returns (report.json, the digits bunch). `data`
+    sets the protocol."""
     import json
 
     import numpy as np
@@ -113,7 +114,7 @@ def train_on_digits(tmp_path, detector: dict, labels=(0, 1, 2), **data):
             Image.fromarray((image * 16).clip(0, 255).astype(np.uint8)).save(folder / f"{i:04d}.png")
     cfg = {"run": {"dir": str(tmp_path / "run")},
            "data": {"layout": "one_class", "root": str(tmp_path / "digits"), "image_size": 32, "channels": 1, **data},
-           "detector": detector, "train": {"epochs": 1, "batch_size": 32, "augment": False}}
+           "detector": detector, "train": {"epochs": 1, "batch_size": 32, "augment": False, **(train or {})}}
     result = CliRunner().invoke(main, ["train", "--config", str(write_config(tmp_path / "c.yaml", cfg))])
     assert result.exit_code == 0, result.output
     return json.loads((tmp_path / "run" / "report.json").read_text()), digits

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import check_mirrored_step
+from conftest import check_mirrored_step, train_on_digits
 
 from keras_ad import config
 from keras_ad.detectors import build
@@ -113,6 +113,60 @@ def test_weight_policy_reads_kernels_of_unweighted_gradients():
     assert w_e > 0 and w_g > 0 and w_e != w_g  # one weight per network (§1.g.5)
     n_kernels = sum(1 for v in model.generator.trainable_variables if v.path.endswith("kernel"))
     assert model.policy.buffers["generator_adv"].shape == (200, n_kernels)
+
+
+def test_ablation_losses_compare_what_section_1c_says():
+    """perceptual_l1: standardised features, not relative; perceptual_l2: raw features squared; pixel_l2:
+    the ImageNet-normalised image, no VGG built, and its map is the squared error itself."""
+    images = tf.random.stateless_uniform((2, 32, 32, 3), seed=(5, 6))
+    recon = tf.random.stateless_uniform((2, 32, 32, 3), seed=(7, 8)) * 2.0 - 1.0
+    x = images * 2.0 - 1.0
+    paper = build(_cfg())
+    standardised = paper.features(x).numpy(), paper.features(recon).numpy()
+    for loss, expected in (("perceptual_l1", np.abs(standardised[0] - standardised[1]).mean(axis=(1, 2, 3))),
+                           ("relative_perceptual_l1", p.relative_perceptual_l1(*standardised).numpy())):
+        model = build(_cfg(reconstruction_loss=loss))
+        model.features = paper.features  # the same random VGG
+        np.testing.assert_allclose(model.reconstruction_loss(x, recon), expected, rtol=1e-5)
+    normalise = lambda t: ((t.numpy() * 0.5 + 0.5) - np.array(p.IMAGENET_MEAN)) / np.array(p.IMAGENET_STD)  # noqa: E731
+    l2 = build(_cfg(reconstruction_loss="perceptual_l2"))
+    raw = [l2.features.vgg(normalise(t).astype(np.float32)).numpy() for t in (x, recon)]  # not standardised
+    np.testing.assert_allclose(l2.reconstruction_loss(x, recon), ((raw[0] - raw[1]) ** 2).mean(axis=(1, 2, 3)),
+                               rtol=1e-4)
+    pixel = build(_cfg(reconstruction_loss="pixel_l2"))
+    assert pixel.features.vgg is None and not any("vgg" in v.path for v in pixel.variables)
+    np.testing.assert_allclose(pixel.reconstruction_loss(x, recon),
+                               ((normalise(x) - normalise(recon)) ** 2).mean(axis=(1, 2, 3)), rtol=1e-5)
+    score, residual_map = pixel.score_and_map(images)
+    np.testing.assert_allclose(score, tf.reduce_mean(residual_map, axis=[1, 2]), rtol=1e-5)  # no resize
+
+
+def test_fixed_weights_when_the_policy_is_off_and_bad_weights_refused():
+    model = build(_cfg(weight_policy=False, reconstruction_weights=[10, 100], weight_update_every=1))
+    model.compile_phase(1e-4, 0.0)
+    model.train_step(tf.random.stateless_uniform((24, 32, 32, 3), seed=(1, 2)))
+    assert float(model.policy.weight("encoder")) == 10.0 and float(model.policy.weight("generator")) == 100.0
+    from keras_ad.errors import UsageError
+    with pytest.raises(UsageError, match="reconstruction_weights"):
+        build(_cfg(reconstruction_weights=[10]))
+
+
+def test_digits_one_class_beats_chance(tmp_path):
+    """End to end on scikit-learn's digits: 6 normal, the nine others anomalies, 50/50 split (~90 normal,
+    ~810 anomalous test images). Under chance an AUROC has σ = sqrt((n₀ + n₁ + 1) / (12 n₀ n₁)) ≈ 0.032,
+    so 0.75 is 0.5 + 7.8σ. The run is the paper's pixel-L2 ablation with its fixed weights (w_E 10,
+    w_G 100, §1.c): offline, the perceptual loss only has random VGG19 features, whose reconstructions
+    are one texture for every image (measured, digit 6, 200 iterations: seeds 0/1 → 0.80/0.43), while
+    this setting gave 0.99/0.96 (300 iterations, seeds 0/1); the perceptual path has its own tests."""
+    detector = {"name": "piad", "reconstruction_loss": "pixel_l2", "weight_policy": False,
+                "reconstruction_weights": [10, 100], "latent_dim": 16, "generator_dims": [16] * 4,
+                "encoder_dims": [16] * 4, "image_critic_dims": [16] * 4, "latent_critic_dims": [64, 64]}
+    report, digits = train_on_digits(tmp_path, detector, labels=tuple(range(10)), normal_class="6",
+                                     test_fraction=0.5, val_fraction=0.1,
+                                     train={"iterations": 300, "min_epoch_images": 960, "batch_size": 16})
+    assert report["n_images"] > 800 and report["n_defective"] > 700
+    assert report["image_auroc"] > 0.75, report["image_auroc"]
+    assert "ablation" in report["caveats"][0]
 
 
 def test_score_is_the_spatial_mean_of_the_map():

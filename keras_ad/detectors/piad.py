@@ -4,7 +4,8 @@ An encoder E maps images to a N(0, I) latent and a generator G maps latents back
 learned adversarially with a WGAN-GP critic (D_x on images, D_z on latents), and E and G are tied by
 the relative-perceptual-L1 reconstruction loss on VGG19 relu4_2 features, weighted per network by the
 gradient-normalising weight policy. Score: relative-perceptual-L1(x, G(E(x))) (§1.e); the map (ours)
-is its per-position part, upsampled from the relu4_2 grid.
+is its per-position part, upsampled from the relu4_2 grid. The paper's ablations (perceptual L1/L2,
+pixel L2, fixed weights) are `reconstruction_loss` / `reconstruction_weights` settings.
 """
 
 from __future__ import annotations
@@ -149,11 +150,31 @@ def wgan_gp_critic_loss(critic, real, fake, alpha):
             + GRADIENT_PENALTY * tf.square(norms - 1.0))
 
 
+# name: (features compared, element-wise distance, relative to the input's features). The paper's loss
+# and its three ablations (§1.c, configs/ablation_cifar10_*.yaml of the source).
+RECONSTRUCTION_LOSSES = {
+    "relative_perceptual_l1": ("standardised relu4_2", "l1", True),
+    "perceptual_l1": ("standardised relu4_2", "l1", False),
+    "perceptual_l2": ("relu4_2", "l2", False),
+    "pixel_l2": ("ImageNet-normalised image", "l2", False),
+}
+
+
+def reconstruction_map(real_features, fake_features, distance="l1", relative=True):
+    """Per position: mean_c |φ(x) - φ(y)| (squared for l2) [N, h, w, 1], divided when relative by
+    stopgrad(mean |φ(x)|), the *input's* features only, not differentiated (§1.c.4, §1.g.4). Its
+    spatial mean is the per-sample loss."""
+    difference = real_features - fake_features
+    elementwise = tf.abs(difference) if distance == "l1" else tf.square(difference)
+    per_position = tf.reduce_mean(elementwise, axis=-1, keepdims=True)
+    if relative:
+        per_position /= tf.stop_gradient(tf.reduce_mean(tf.abs(real_features), axis=[1, 2, 3], keepdims=True))
+    return per_position
+
+
 def relative_perceptual_l1(real_features, fake_features):
-    """Per sample: mean |φ̂(x) - φ̂(y)| / stopgrad(mean |φ̂(x)|), normalised by the *input's* features
-    only and not differentiated (§1.c.4, §1.g.4). Features are standardised already."""
-    difference = tf.reduce_mean(tf.abs(real_features - fake_features), axis=[1, 2, 3])
-    return difference / tf.stop_gradient(tf.reduce_mean(tf.abs(real_features), axis=[1, 2, 3]))
+    """Per sample: mean |φ̂(x) - φ̂(y)| / stopgrad(mean |φ̂(x)|) (§1.c.4). Features are standardised already."""
+    return tf.reduce_mean(reconstruction_map(real_features, fake_features), axis=[1, 2, 3])
 
 
 # ---------------------------------------------------------------- VGG19 relu4_2 (§1.c.2)
@@ -217,13 +238,16 @@ def feature_statistics(weights: str, stats_file: str | None = None):
 
 
 class PerceptualFeatures(keras.layers.Layer):
-    """[-1, 1] images -> standardised relu4_2 features φ̂: to [0, 1], grey repeated to RGB (§1.g.10),
-    the weights' own input normalisation, VGG19, (φ - μ) / σ."""
+    """[-1, 1] images -> the features the reconstruction loss compares: to [0, 1], grey repeated to RGB
+    (§1.g.10), the weights' own input normalisation, then VGG19 relu4_2, standardised (φ - μ) / σ when
+    statistics are given. Without a VGG (the pixel-L2 ablation) the normalised image itself."""
 
-    def __init__(self, vgg, mean, std, caffe_input=False, **kwargs):
+    def __init__(self, vgg, mean=None, std=None, caffe_input=False, **kwargs):
         super().__init__(**kwargs)
         self.vgg, self.caffe_input = vgg, caffe_input
-        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)  # graph constants, not captures
+        self.standardise = mean is not None
+        if self.standardise:  # graph constants, not captures
+            self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         self.built = True  # the VGG is built; nothing is created on the first call
 
     def call(self, x):
@@ -234,7 +258,12 @@ class PerceptualFeatures(keras.layers.Layer):
             x = x[..., ::-1] * 255.0 - tf.constant([103.939, 116.779, 123.68])
         else:  # torchvision: RGB, ImageNet mean and std
             x = (x - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
-        return (self.vgg(x, training=False) - tf.constant(self.mean)) / tf.constant(self.std)
+        if self.vgg is None:
+            return x
+        features = self.vgg(x, training=False)
+        if self.standardise:
+            features = (features - tf.constant(self.mean)) / tf.constant(self.std)
+        return features
 
 
 # ---------------------------------------------------------------- gradient-normalising weight policy (§1.c)
@@ -248,12 +277,13 @@ class GradientWeightPolicy(keras.layers.Layer):
     PyTorch's std is unbiased and this one is not; both losses share a tensor's size, so ratios agree.
     """
 
-    def __init__(self, kernel_counts: dict, history=200, alpha=0.05, **kwargs):
+    def __init__(self, kernel_counts: dict, history=200, alpha=0.05, initial=None, **kwargs):
         super().__init__(**kwargs)
         self.history_length, self.alpha = history, alpha
         self.weights_by_net, self.buffers, self.counts = {}, {}, {}
         for net, n in kernel_counts.items():
-            self.weights_by_net[net] = self.add_weight(shape=(), initializer="ones", trainable=False, name=f"w_{net}")
+            start = keras.initializers.Constant((initial or {}).get(net, 1.0))
+            self.weights_by_net[net] = self.add_weight(shape=(), initializer=start, trainable=False, name=f"w_{net}")
             for loss in ("adv", "rec"):
                 self.buffers[f"{net}_{loss}"] = self.add_weight(shape=(history, n), initializer="zeros", trainable=False,
                                                           name=f"{net}_{loss}_history")
@@ -313,16 +343,19 @@ class PIAD(Detector):
 
     def __init__(self, encoder_model, generator_model, image_critic_model, latent_critic_model, features,
                  n_dis=2, critic_learning_rate=5e-4, weight_decay=1e-8, weight_policy=True,
-                 weight_update_every=100, **kwargs):
+                 weight_update_every=100, reconstruction_loss="relative_perceptual_l1",
+                 reconstruction_weights=(1.0, 1.0), **kwargs):
         super().__init__(**kwargs)
         self.encoder, self.generator = encoder_model, generator_model
         self.image_critic, self.latent_critic = image_critic_model, latent_critic_model
         self.features = features
+        _, self.distance, self.relative = RECONSTRUCTION_LOSSES[reconstruction_loss]
         self.n_dis, self.critic_learning_rate, self.weight_decay = n_dis, critic_learning_rate, weight_decay
         self.use_weight_policy, self.weight_update_every = weight_policy, weight_update_every
         self.latent_shape = tuple(encoder_model.output_shape[1:])
         self.policy = GradientWeightPolicy({"encoder": _kernel_count(encoder_model),
-                                            "generator": _kernel_count(generator_model)})
+                                            "generator": _kernel_count(generator_model)},
+                                           initial=dict(zip(("encoder", "generator"), reconstruction_weights)))
         self.iteration = self.add_weight(shape=(), initializer="zeros", trainable=False, dtype="int64",
                                          name="iteration")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in
@@ -389,7 +422,7 @@ class PIAD(Detector):
             z = self.encoder(x, training=True)
             generated = self.generator(self.sample_prior(tf.shape(x)[0]), training=True)
             per_sample = {
-                "rec": relative_perceptual_l1(self.features(x), self.features(self.generator(z, training=True))),
+                "rec": self.reconstruction_loss(x, self.generator(z, training=True)),
                 "adv_g": -self.image_critic(generated, training=True)[:, 0],
                 "adv_e": -self.latent_critic(z, training=True)[:, 0]}
             losses = {k: tf.nn.compute_average_loss(v) for k, v in per_sample.items()}
@@ -430,18 +463,23 @@ class PIAD(Detector):
         self.trackers["reconstruction"].update_state(score)
         return {"reconstruction": self.trackers["reconstruction"].result()}
 
+    def reconstruction_loss(self, x, reconstruction):
+        """Per sample L_rec(x, x̂): relative-perceptual-L1 by default (§1.c), or an ablation's loss."""
+        return tf.reduce_mean(self._reconstruction_map(x, reconstruction), axis=[1, 2, 3])
+
+    def _reconstruction_map(self, x, reconstruction):
+        return reconstruction_map(self.features(x), self.features(reconstruction), self.distance, self.relative)
+
     # -- scoring (§1.e)
     def score_and_map(self, images, variant="default"):
-        """Score rel-perc-L1(x, G(E(x))); map (ours): mean_c |φ̂(x) - φ̂(x̂)| / mean|φ̂(x)| per relu4_2
-        position, bilinearly upsampled, whose spatial mean is the score."""
+        """Score L_rec(x, G(E(x))); map (ours): its per-position part on the relu4_2 grid (the pixel grid
+        for pixel_l2), bilinearly upsampled, whose spatial mean is the score."""
         x = images * 2.0 - 1.0
-        real = self.features(x)
-        fake = self.features(self.generator(self.encoder(x, training=False), training=False))
-        per_position = tf.reduce_mean(tf.abs(real - fake), axis=-1, keepdims=True)
-        per_position = per_position / tf.reduce_mean(tf.abs(real), axis=[1, 2, 3], keepdims=True)
+        per_position = self._reconstruction_map(x, self.generator(self.encoder(x, training=False), training=False))
         size = images.shape[1]
-        residual_map = tf.image.resize(per_position, [size, size], "bilinear")[..., 0]
-        return tf.reduce_mean(per_position, axis=[1, 2, 3]), residual_map
+        if per_position.shape[1] != size:
+            per_position = tf.image.resize(per_position, [size, size], "bilinear")
+        return tf.reduce_mean(per_position, axis=[1, 2, 3]), per_position[..., 0]
 
     def anomaly_map(self, images):
         return self.score_and_map(images)[1]
@@ -459,9 +497,20 @@ def _kernel_count(model):
 def from_config(cfg):
     det, data = cfg.detector, cfg.data
     size, channels = data.image_size, data.channels
-    vgg = vgg19_relu4_2(size, det.perceptual_weights)
-    mean, std = feature_statistics(det.perceptual_weights, det.perceptual_stats)
-    features = PerceptualFeatures(vgg, mean, std, caffe_input=det.perceptual_weights == "keras-imagenet")
+    compared = RECONSTRUCTION_LOSSES[det.reconstruction_loss][0]
+    weights = det.reconstruction_weights
+    if len(weights) != 2 or not all(isinstance(w, (int, float)) and w >= 0 for w in weights):
+        from keras_ad.errors import UsageError
+
+        raise UsageError(f"detector.reconstruction_weights: {det.reconstruction_weights}: give two numbers, "
+                         f"[w_E, w_G] >= 0, e.g. [10, 100]")
+    if compared == "ImageNet-normalised image":
+        features = PerceptualFeatures(None)
+    else:
+        vgg = vgg19_relu4_2(size, det.perceptual_weights)
+        mean, std = feature_statistics(det.perceptual_weights, det.perceptual_stats)
+        features = PerceptualFeatures(vgg, *((mean, std) if compared.startswith("standardised") else ()),
+                                      caffe_input=det.perceptual_weights == "keras-imagenet")
     r = det.latent_res
     model = PIAD(encoder(size, channels, det.encoder_dims, det.latent_dim, r),
                 generator(size, channels, det.generator_dims, det.latent_dim, r),
@@ -469,11 +518,19 @@ def from_config(cfg):
                 latent_critic(det.latent_dim, det.latent_critic_dims, r),
                 features, n_dis=det.n_dis, critic_learning_rate=det.critic_learning_rate,
                 weight_decay=det.weight_decay, weight_policy=det.weight_policy,
-                weight_update_every=det.weight_update_every, name="piad")
-    if det.perceptual_weights == "none":
-        model.caveats = ("perceptual_weights: none: the perceptual loss and the score use random VGG19 features, "
-                         "not ImageNet-trained ones; AUROCs are not comparable to PIAD's",)
-    elif det.perceptual_weights == "keras-imagenet":
-        model.caveats = ("perceptual_weights: keras-imagenet: Keras' VGG19 and its own feature statistics, not "
-                         "torchvision's of the paper (§1.g.2)",)
+                weight_update_every=det.weight_update_every, reconstruction_loss=det.reconstruction_loss,
+                reconstruction_weights=[float(w) for w in weights], name="piad")
+    if det.reconstruction_loss != "relative_perceptual_l1":
+        model.caveats = (f"reconstruction_loss: {det.reconstruction_loss}: an ablation of the paper (§1.c), on the "
+                         f"{compared}",)
+    if features.vgg is not None and det.perceptual_weights in WEIGHT_CAVEATS:
+        model.caveats += (WEIGHT_CAVEATS[det.perceptual_weights],)
     return model
+
+
+WEIGHT_CAVEATS = {
+    "none": "perceptual_weights: none: the perceptual loss and the score use random VGG19 features, not "
+            "ImageNet-trained ones; AUROCs are not comparable to PIAD's",
+    "keras-imagenet": "perceptual_weights: keras-imagenet: Keras' VGG19 and its own feature statistics, not "
+                      "torchvision's of the paper (§1.g.2)",
+}
