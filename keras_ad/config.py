@@ -112,6 +112,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "lr_decay": Field(AUTO, float, low=0.0, high=1.0, allow=(AUTO,),
                           doc="Keras-2 inverse-time decay per step; auto = cae 1e-5 (§3.d), ganomaly2d and anogan 0"),
         "seed": Field(0, int, low=0, doc="seeds weights, validation split, shuffling, augmentation"),
+        "deterministic": Field(False, bool, doc="TensorFlow op determinism: the same seed then gives the same "
+                                                "weights and metrics (slower on GPUs)"),
         "strategy": Field(AUTO, choices=(AUTO, "default", "mirrored", "multiworker"),
                           doc="auto = mirrored when more than one GPU is visible"),
         "augment": Field(True, bool, doc="rotation, shift, brightness of §3.a"),

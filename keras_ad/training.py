@@ -129,6 +129,8 @@ def _hms(seconds):
 def train(cfg, run: Run, resume: bool = False):
     """Train `cfg`'s detector into `run`; returns the trained detector."""
     keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
     strategy = select_strategy(cfg.train.strategy)
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():

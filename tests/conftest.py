@@ -99,12 +99,22 @@ def train_on_digits(tmp_path, detector: dict, labels=(0, 1, 2), train=None, **da
     sets the protocol."""
     import json
 
-    import numpy as np
     from click.testing import CliRunner
-    from PIL import Image
     from sklearn.datasets import load_digits
 
     from keras_ad.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--config", str(digits_config(tmp_path, detector, labels, train, **data))])
+    assert result.exit_code == 0, result.output
+    return json.loads((tmp_path / "run" / "report.json").read_text()), load_digits()
+
+
+def digits_config(tmp_path, detector: dict, labels=(0, 1, 2), train=None, **data):
+    """scikit-learn's 8x8 digits of `labels` as a one_class folder under tmp_path/digits and a config
+    (32x32 grey, 1 epoch unless `train` says otherwise, run.dir tmp_path/run) at tmp_path/c.yaml."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
 
     digits = load_digits()
     for i, (image, label) in enumerate(zip(digits.images, digits.target)):
@@ -115,9 +125,7 @@ def train_on_digits(tmp_path, detector: dict, labels=(0, 1, 2), train=None, **da
     cfg = {"run": {"dir": str(tmp_path / "run")},
            "data": {"layout": "one_class", "root": str(tmp_path / "digits"), "image_size": 32, "channels": 1, **data},
            "detector": detector, "train": {"epochs": 1, "batch_size": 32, "augment": False, **(train or {})}}
-    result = CliRunner().invoke(main, ["train", "--config", str(write_config(tmp_path / "c.yaml", cfg))])
-    assert result.exit_code == 0, result.output
-    return json.loads((tmp_path / "run" / "report.json").read_text()), digits
+    return write_config(tmp_path / "c.yaml", cfg)
 
 
 def assert_same_update(initial, single, mirrored, floor=1e-7):
