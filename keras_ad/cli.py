@@ -7,6 +7,7 @@ TensorFlow is imported only after the arguments and the config are validated.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 
@@ -51,15 +52,27 @@ def _run_option(f):
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
 @click.option("--resume", is_flag=True, help="continue the run from its last complete checkpoint")
 @click.option("--no-evaluate", is_flag=True, help="skip calibration and evaluation after training")
+@click.option("--workers", default=None, metavar="HOST:PORT,...",
+              help="train on several machines: every worker's address, the same list on each; sets TF_CONFIG "
+                   "and train.strategy=multiworker")
+@click.option("--worker-index", type=click.IntRange(min=0), default=None,
+              help="this machine's position in --workers; 0 is the chief, which writes run.dir and evaluates")
 @reports_usage_errors
-def train(config_path, overrides, overwrite, resume, no_evaluate):
+def train(config_path, overrides, overwrite, resume, no_evaluate, workers, worker_index):
     """Train a detector, then calibrate on validation images and evaluate on the test split."""
     from keras_ad import config as config_lib
     from keras_ad.runs import Run
 
     if overwrite and resume:
         raise UsageError("--overwrite and --resume exclude each other; choose one")
+    if workers is not None or worker_index is not None:
+        os.environ["TF_CONFIG"] = json.dumps(_cluster(workers, worker_index))
+        overrides = (*overrides, "train.strategy=multiworker")
     cfg = config_lib.load(config_path, overrides)
+    index = _worker_index()
+    if index and cfg.train.strategy == "multiworker":  # not the chief: its own folder, no evaluation
+        cfg = config_lib.load(config_path, (*overrides, f"run.dir={cfg.run_dir}.worker{index}"))
+        no_evaluate = True
     if resume:
         _check_resume_config(cfg)
     run = Run.create(cfg, overwrite=overwrite, resume=resume)
@@ -76,6 +89,26 @@ def train(config_path, overrides, overwrite, resume, no_evaluate):
         evaluation.calibrate_run(run, cfg, scorer)
         evaluation.evaluate_run(run, cfg, scorer)
         click.echo(f"report: {run.file('report.md')}")
+
+
+def _cluster(workers, index):
+    """TF_CONFIG of worker `index` of the comma-separated `workers`; worker 0 is the chief."""
+    if workers is None or index is None:
+        raise UsageError("--workers and --worker-index go together: give every worker's host:port and this "
+                         "machine's index, e.g. --workers 10.0.0.1:12345,10.0.0.2:12345 --worker-index 0")
+    addresses = [w.strip() for w in workers.split(",") if w.strip()]
+    bad = [a for a in addresses if a.count(":") != 1 or not a.rsplit(":", 1)[1].isdigit()]
+    if bad or not addresses:
+        raise UsageError(f"--workers: {', '.join(bad) or repr(workers)} is not host:port; give e.g. "
+                         f"10.0.0.1:12345,10.0.0.2:12345")
+    if index >= len(addresses):
+        raise UsageError(f"--worker-index {index}: --workers lists {len(addresses)} worker(s), so 0..{len(addresses) - 1}")
+    return {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+
+
+def _worker_index() -> int:
+    """This process's index in TF_CONFIG's cluster; 0 (the chief) without one."""
+    return int(json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0))
 
 
 def _check_resume_config(cfg):

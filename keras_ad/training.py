@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -19,14 +20,31 @@ from keras_ad.runs import WEIGHTS, Run, atomic_save, write_json
 
 
 def select_strategy(name: str):
-    """`auto` = MirroredStrategy when more than one GPU is visible, else the default strategy."""
+    """`auto` = MirroredStrategy when more than one GPU is visible, else the default strategy.
+    `multiworker` reads the cluster from TF_CONFIG (`keras-ad train --workers`); one per process."""
     if name == "auto":
         name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multiworker_strategy()
     return tf.distribute.get_strategy()
+
+
+@functools.lru_cache(maxsize=None)
+def _multiworker_strategy():
+    """The process's only MultiWorkerMirroredStrategy: collectives are configured once, at its creation."""
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _shard_by_data(dataset):
+    """Each worker takes its part of every global batch (AutoShardPolicy.DATA): the only sharding that
+    works for in-memory images and custom train steps across workers (stack.md §3)."""
+    if dataset is None:
+        return None
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def resolve_epochs(train_cfg, n_train, step_images):
@@ -98,7 +116,7 @@ class RunLogger(keras.callbacks.Callback):
         save_checkpoint(self.run, self.model, done, self.phase, self.cfg.train.keep_checkpoints)
         with self.writer.as_default(step=done):
             for key, value in logs.items():
-                tf.summary.scalar(key, float(value))
+                tf.summary.scalar(key, _scalar(value))
         if done % self.cfg.train.sample_every == 0 or done == self.total:
             panels = {k: np.asarray(v) for k, v in self.model.sample_panels(self.samples).items()}
             atomic_save(self.run.file("samples", f"epoch-{done:05d}.png"),
@@ -106,7 +124,7 @@ class RunLogger(keras.callbacks.Callback):
         _append_history(self.run.file("history.csv"), done, logs)
         elapsed = time.time() - self.t0
         eta = elapsed / max(done - self.e0, 1) * (self.total - done)
-        metrics = "  ".join(f"{k} {float(v):.5f}" for k, v in logs.items())
+        metrics = "  ".join(f"{k} {_scalar(v):.5f}" for k, v in logs.items())
         print(f"epoch {done}/{self.total}  {metrics}  elapsed {_hms(elapsed)}  ETA {_hms(eta)}", flush=True)
 
 
@@ -117,7 +135,12 @@ def _append_history(path, epoch, logs):
     with open(path, "a", encoding="utf-8") as f:
         if new:
             f.write(",".join(["epoch"] + keys) + "\n")
-        f.write(",".join([str(epoch)] + [f"{float(logs[k]):.6g}" for k in keys]) + "\n")
+        f.write(",".join([str(epoch)] + [f"{_scalar(logs[k]):.6g}" for k in keys]) + "\n")
+
+
+def _scalar(value) -> float:
+    """A logged metric as a float (multi-worker steps log rank-1 values, one per worker)."""
+    return float(np.mean(value))
 
 
 def _hms(seconds):
@@ -128,10 +151,10 @@ def _hms(seconds):
 # ---------------------------------------------------------------- entry point
 def train(cfg, run: Run, resume: bool = False):
     """Train `cfg`'s detector into `run`; returns the trained detector."""
+    strategy = select_strategy(cfg.train.strategy)  # first: a multi-worker one must precede other TF work
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = select_strategy(cfg.train.strategy)
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
         model = detectors.build(cfg)
@@ -149,6 +172,7 @@ def train(cfg, run: Run, resume: bool = False):
         val_ds = pipeline.eval_dataset(val_images, cfg.train.batch_size) if len(val_images) else None
         samples = (val_images if len(val_images) else train_images)[:8]
         n_train, n_val, unit = len(train_images), len(val_images), "images"
+    train_ds, val_ds = _shard_by_data(train_ds), _shard_by_data(val_ds)
     epochs = resolve_epochs(cfg.train, n_train, step_images)
     repeated = f", repeated to {cfg.train.min_epoch_images} per epoch" if cfg.train.min_epoch_images > n_train else ""
     print(f"training {cfg.detector.name} on {n_train} {unit}{repeated} ({n_val} validation), "

@@ -172,3 +172,12 @@ def test_demo_config_runs_on_a_real_folder_dataset(tmp_path):
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["n_images"] == 8 and report["pixel_auroc"] is None  # no masks in this folder data set
     assert 0.0 <= report["image_auroc"] <= 1.0
+
+
+def test_worker_flags_are_checked_before_anything_starts(tiny_config):
+    for args, message in ((["--workers", "127.0.0.1:1,127.0.0.1:2"], "go together"),
+                          (["--workers", "127.0.0.1,127.0.0.1:2", "--worker-index", "0"], "is not host:port"),
+                          (["--workers", "127.0.0.1:1", "--worker-index", "1"], "0..0")):
+        result = CliRunner().invoke(main, ["train", "--config", str(tiny_config), *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "Traceback" not in result.output

@@ -104,7 +104,8 @@ def test_mirrored_step_equals_one_device_step(latent, two_replicas):
     by hand in the loss tests), single weights are compared to 5 % of the largest update, and the size
     of the whole update to 1 %: a loss reduced with the wrong scale is off by 100 %.
     """
-    check_mirrored_step(two_replicas, _cfg(latent, filters=4, **({"w_enc": 0.0} if latent == "2d" else {})), 8, 1e-3)
+    # GANomaly's losses are sums over pixels (gradients ~1e4): lr 1e-7 makes a step of ~1e-3, Adam's size
+    check_mirrored_step(two_replicas, _cfg(latent, filters=4, **({"w_enc": 0.0} if latent == "2d" else {})), 8, 1e-7)
 
 
 def test_ganomaly_trains_on_a_one_class_folder_of_sklearn_digits(tmp_path):

@@ -172,7 +172,7 @@ def test_mirrored_step_equals_one_device_step(two_replicas):
             model = lntra.LNTRA(lntra.autoencoder(8, 16, widths=(4, 4, 8, 8)))
             model.set_weights(initial)
             model.install_optimizers(lambda name: keras.optimizers.SGD(0.1))
-        data = tf.data.Dataset.from_tensor_slices((inputs, targets)).batch(len(inputs))
+        data = tf.data.Dataset.from_tensor_slices(np.stack([inputs, targets], 1)).batch(len(inputs))
         model.fit(data, epochs=1, shuffle=False, verbose=0)
         return model.get_weights()
 

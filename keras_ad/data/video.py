@@ -160,7 +160,9 @@ def training_data(cfg, clip_length, batch_size):
                         f"takes {batch_size}; lower train.batch_size or add videos")
     spec = tf.TensorSpec((clip_length, cfg.data.image_size, cfg.data.image_size), tf.float32)
     dataset = tf.data.Dataset.from_generator(sampler.epoch, output_signature=(spec, spec))
-    dataset = dataset.batch(batch_size, drop_remainder=True)
+    # one tensor [N, 2, T, H, W] (input, target), not an (x, y) pair: Keras cannot build from a
+    # PerReplica pair under MultiWorkerMirroredStrategy (stack.md §3)
+    dataset = dataset.batch(batch_size, drop_remainder=True).map(lambda inputs, targets: tf.stack([inputs, targets], 1))
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(sampler) // batch_size))
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     sample_videos = [load_frames(v, prepare) for v in val[:1]] or [videos[0] / np.float32(255.0)]

@@ -221,15 +221,15 @@ class AnoGAN(Detector):
         x = images_of(data) * 2.0 - 1.0
         if self.phase == "encoder":
             self.trackers["encoder_loss"].update_state(self.encoder_loss(x, training=False))
-            return {"encoder_loss": self.trackers["encoder_loss"].result()}
+            return self.tracker_logs(["encoder_loss"])
         z = self.sample_latents(x)
         self.trackers["d_loss"].update_state(self.discriminator_loss(x, self.generator(z), training=False))
         self.trackers["g_loss"].update_state(self.generator_loss(z, training=False))
-        return {name: self.trackers[name].result() for name in ("d_loss", "g_loss")}
+        return self.tracker_logs(["d_loss", "g_loss"])
 
     def _results(self):
         names = ("encoder_loss",) if self.phase == "encoder" else ("d_loss", "g_loss")
-        return {name: self.trackers[name].result() for name in names}
+        return self.tracker_logs(names)
 
     # -- scoring (§2.e)
     def search(self, images, init: str = "random", steps: int | None = None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class Detector(keras.Model):
         """A custom train_step's loss trackers (`self.trackers`, reset by fit every epoch), else Keras'."""
         trackers = getattr(self, "trackers", None)
         return list(trackers.values()) if trackers else super().metrics
+
+    def tracker_logs(self, names=None) -> dict:
+        """What a train/test step returns: the results of `self.trackers` (those of `names`), rank 1 under
+        MultiWorkerMirroredStrategy, whose Keras reduction fails on scalars (tensorflow#72388, stack.md §3)."""
+        names = names or list(self.trackers)
+        rank_one = isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        return {n: tf.reshape(self.trackers[n].result(), [1]) if rank_one else self.trackers[n].result()
+                for n in names}
 
     #: Batches of train.batch_size images one train_step consumes (PIAD: n_dis critic steps + one E/G
     #: step, each on fresh images).

@@ -149,14 +149,10 @@ class CAE(Detector):
         self.encoder, self.decoder = encoder, decoder
         self.loss_name, self.residual, self.architecture = loss, residual, architecture
         self.loss_fn = get_loss(loss, mssim_scales)
-        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.trackers = {"loss": keras.metrics.Mean(name="loss")}
 
     def call(self, images, training=False):
         return self.decoder(self.encoder(images, training=training), training=training)
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
 
     def train_step(self, data):
         images = images_of(data)
@@ -165,13 +161,13 @@ class CAE(Detector):
             loss = tf.nn.compute_average_loss(per_image)  # correct under tf.distribute (stack.md §3)
         variables = self.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        self.loss_tracker.update_state(per_image)
-        return {"loss": self.loss_tracker.result()}
+        self.trackers["loss"].update_state(per_image)
+        return self.tracker_logs()
 
     def test_step(self, data):
         images = images_of(data)
-        self.loss_tracker.update_state(self.loss_fn(images, self(images, training=False)))
-        return {"loss": self.loss_tracker.result()}
+        self.trackers["loss"].update_state(self.loss_fn(images, self(images, training=False)))
+        return self.tracker_logs()
 
     def anomaly_map(self, images):
         return residual_map(images, self(images, training=False), self.residual)

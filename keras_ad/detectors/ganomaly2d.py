@@ -229,7 +229,7 @@ class GANomaly(Detector):
             adv, con, enc = generator_terms_2d(x, x_hat, z, z_hat, self.discriminator(x_hat, training=True))
             loss = self._generator_loss(adv, con, enc)
         self._apply_generator(tape, loss, adv, con, enc)
-        return self._results()
+        return self.tracker_logs()
 
     def _train_step_1d(self, x):
         with tf.GradientTape() as tape:
@@ -243,7 +243,7 @@ class GANomaly(Detector):
         d_loss = self._d_step(x, tf.stop_gradient(x_hat), half=True)  # the fake from before the G step
         total = tf.distribute.get_replica_context().all_reduce("SUM", d_loss)
         tf.cond(total < D_REINIT_BELOW, self._reinitialize_discriminator, lambda: tf.constant(False))
-        return self._results()
+        return self.tracker_logs()
 
     def _reinitialize_discriminator(self):
         """GANomaly's `netd.apply(weights_init)`: fresh N(0, 0.02) kernels, BN gamma N(1, 0.02), beta 0."""
@@ -264,10 +264,7 @@ class GANomaly(Detector):
             adv, con, enc = generator_terms_1d(x, x_hat, z, z_hat, self.discriminator_features(x, training=False),
                                                self.discriminator_features(x_hat, training=False))
         self._track_generator(adv, con, enc)
-        return {k: self.trackers[k].result() for k in ("g_loss", "adv", "con", "enc")}
-
-    def _results(self):
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return self.tracker_logs(["g_loss", "adv", "con", "enc"])
 
     # -- scoring
     def anomaly_map(self, images):

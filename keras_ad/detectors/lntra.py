@@ -117,7 +117,7 @@ def scored_frames(n_frames, length=CLIP_LENGTH):
 
 # ---------------------------------------------------------------- the detector
 class LNTRA(Detector):
-    """Trains on (input clip, target clip) pairs: the target is the normal clip also when the input is a
+    """Trains on (input clip, target clip) pairs stacked in one tensor: the target is the normal clip also when the input is a
     pseudo anomaly (§5.c). Per clip, mean over (T, H, W) of the squared error; batch mean through
     compute_average_loss (the same gradient on one device and under tf.distribute)."""
 
@@ -136,7 +136,8 @@ class LNTRA(Detector):
         return self.network(clips * 2.0 - 1.0, training=training)
 
     def train_step(self, data):
-        inputs, targets = data
+        """`data`: [N, 2, T, H, W], each input clip stacked on its target (keras_ad.data.video.training_data)."""
+        inputs, targets = data[:, 0], data[:, 1]
         inputs, targets = _with_channel(inputs) * 2.0 - 1.0, _with_channel(targets) * 2.0 - 1.0
         with tf.GradientTape() as tape:
             per_clip = per_example(tf.reduce_mean, tf.square(self.network(inputs, training=True) - targets))
@@ -144,7 +145,7 @@ class LNTRA(Detector):
         variables = self.network.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         self.trackers["loss"].update_state(per_clip)
-        return {"loss": self.trackers["loss"].result()}
+        return self.tracker_logs()
 
     def score_and_map(self, clips, variant="default"):
         """(−PSNR of the centre frame [N] (larger = more anomalous), its squared error [N, H, W])."""

@@ -401,7 +401,7 @@ class PIAD(Detector):
         for x in batches[:-1]:
             self._critic_step(x)
         self._encoder_generator_step(batches[-1])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return self.tracker_logs()
 
     def _critic_step(self, x):
         n = tf.shape(x)[0]
@@ -461,7 +461,7 @@ class PIAD(Detector):
         """Validation: the mean score, rel-perc-L1(x, G(E(x))) of good images."""
         score, _ = self.score_and_map(images_of(data))
         self.trackers["reconstruction"].update_state(score)
-        return {"reconstruction": self.trackers["reconstruction"].result()}
+        return self.tracker_logs(["reconstruction"])
 
     def reconstruction_loss(self, x, reconstruction):
         """Per sample L_rec(x, x̂): relative-perceptual-L1 by default (§1.c), or an ablation's loss."""
