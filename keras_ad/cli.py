@@ -289,6 +289,31 @@ def export(run_dir, formats, quantize, out_dir, overwrite):
         sys.exit(1)
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="one timed step and a short timing per case (under 10 minutes here)")
+@click.option("--detectors", default="cae,anogan,ganomaly2d,piad,lntra", show_default=True,
+              help="comma-separated detectors to measure")
+@click.option("--settings", default="paper,small", show_default=True,
+              help="comma-separated: paper (the paper's shipped config), small (the demo-sized one)")
+@click.option("--out", default="bench.md", show_default=True, type=click.Path(dir_okay=False),
+              help="markdown table to write")
+@click.option("--overwrite", is_flag=True, help="replace an existing --out file")
+@reports_usage_errors
+def bench(quick, detectors, settings, out, overwrite):
+    """Training and scoring speed of each detector (Keras and every export) against this machine's matmul limit."""
+    from keras_ad import benchmark
+    from keras_ad.export import check_choices
+
+    split = lambda text: tuple(v.strip() for v in text.split(",") if v.strip())  # noqa: E731
+    detectors = check_choices(split(detectors), tuple(benchmark.SETTINGS), "--detectors")
+    settings = check_choices(split(settings), ("paper", "small"), "--settings")
+    if os.path.exists(out) and not overwrite:
+        raise UsageError(f"--out {out} exists; pass --overwrite to replace it or choose another file")
+    _, table = benchmark.run(detectors, settings, quick=quick, out=out)
+    click.echo(table)
+    click.echo(f"written to {out}")
+
+
 @main.group()
 def data():
     """Data set helpers."""

@@ -87,6 +87,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "equal_anomalies": Field(False, bool, doc="one_class: as many (seeded) test anomalies as test normals "
                                                   "(Fashion-MNIST, COIL-100, §1.a)"),
         "skip_unreadable": Field(False, bool, doc="skip corrupt images with a warning instead of failing"),
+        "cache_mb": Field(4096, int, low=0, doc="training/validation images are decoded once and kept in memory "
+                                                 "when they fit in this many MiB (float32 at image_size), else "
+                                                 "they stream from disk every epoch; 0: always stream"),
         "pattern": Field("*", doc="file-name pattern every image folder is filtered with, e.g. '*.jpg' "
                                   "(AnoGAN's --input_fname_pattern, §2.a)"),
         "center_crop": Field(None, int, low=1, allow=OPTIONAL,

@@ -166,12 +166,8 @@ def train(cfg, run: Run, resume: bool = False):
         val_ds = None
     else:
         files = layouts.discover(cfg.data, seed=cfg.train.seed, need_test=False)
-        train_images, _, _ = pipeline.load_images(files.train, cfg.data, "training images")
-        val_images, _, _ = pipeline.load_images(files.val, cfg.data, "validation images")
-        train_ds = pipeline.training_dataset(train_images, cfg.train, step_images)
-        val_ds = pipeline.eval_dataset(val_images, cfg.train.batch_size) if len(val_images) else None
-        samples = (val_images if len(val_images) else train_images)[:8]
-        n_train, n_val, unit = len(train_images), len(val_images), "images"
+        train_ds, n_train, samples, val_ds, n_val = pipeline.training_data(cfg, files, step_images)
+        unit = "images"
     train_ds, val_ds = _shard_by_data(train_ds), _shard_by_data(val_ds)
     epochs = resolve_epochs(cfg.train, n_train, step_images)
     repeated = f", repeated to {cfg.train.min_epoch_images} per epoch" if cfg.train.min_epoch_images > n_train else ""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -23,30 +22,6 @@ import time
 import numpy as np
 
 THREADS = os.cpu_count() or 1
-
-
-def timed(fn, batch, repeats, min_seconds):
-    """Median seconds per call over at least `repeats` calls and `min_seconds`, after two warm-up calls."""
-    fn(batch)
-    fn(batch)
-    times, start = [], time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        fn(batch)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def flops_per_image(scorer, image_shape) -> int:
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
-
-    concrete = tf.function(lambda x: scorer.graph(x)).get_concrete_function(
-        tf.TensorSpec([1, *image_shape], tf.uint8))
-    frozen, _ = convert_variables_to_constants_v2_as_graph(concrete)
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    return int(tf.compat.v1.profiler.profile(graph=frozen.graph, options=options).total_float_ops)
 
 
 def runtimes(scorer, export_dir):
@@ -88,6 +63,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import keras_ad
+    from keras_ad.benchmark import flops_per_image, timed
     from keras_ad.export import bundle, parity
 
     started = time.perf_counter()

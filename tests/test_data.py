@@ -230,3 +230,32 @@ def test_iterations_set_the_epochs():
     assert resolve_epochs(cfg.train, 600, step_images=96) == 10  # 104 steps of 3 x 32 per repeated epoch
     cfg = config.validate({"data": {"root": "/x"}, "train": {"epochs": 7}})
     assert resolve_epochs(cfg.train, 600, step_images=96) == 7
+
+
+def test_streamed_images_equal_the_cached_ones_and_skip_corrupt_files(tiny_data, tmp_path):
+    """Over data.cache_mb the images stream from disk: decoded in tf.data, they equal load_images' own."""
+    root = _copy(tiny_data, tmp_path)
+    cfg = _cfg(root)
+    paths = layouts.discover(cfg.data).train[:8]
+    cached, _, _ = pipeline.load_images(paths, cfg.data)
+    streamed = pipeline.training_dataset(np.array(paths), cfg.train, batch_size=4, shuffle=False,
+                                         augment_images=False, decode=pipeline.file_decoder(cfg.data))
+    np.testing.assert_allclose(np.concatenate([b.numpy() for b in streamed]), cached, atol=1e-6)
+    (root / "train" / "good" / "000.png").write_bytes(b"not a png")
+    paths = [str(root / "train" / "good" / "000.png")] + paths[1:]
+    skipping = pipeline.training_dataset(np.array(paths), cfg.train, batch_size=1, shuffle=False, augment_images=False,
+                                         decode=pipeline.file_decoder(cfg.data), skip_errors=True)
+    assert sum(1 for _ in skipping) == len(paths) - 1
+
+
+def test_training_data_streams_only_over_the_cache_budget(tiny_data, capsys):
+    cached = _cfg(tiny_data)
+    files = layouts.discover(cached.data)
+    assert pipeline.fits_cache(len(files.train) + len(files.val), cached.data)
+    streamed = _cfg(tiny_data, cache_mb=0)
+    train_ds, n_train, samples, val_ds, n_val = pipeline.training_data(streamed, files, 8)
+    assert "streaming" in capsys.readouterr().err
+    batch = next(iter(train_ds)).numpy()
+    assert batch.shape == (8, 32, 32, 3) and 0 <= batch.min() and batch.max() <= 1
+    assert n_train == len(files.train) and samples.shape[1:] == (32, 32, 3) and n_val == len(files.val)
+    assert sum(len(b) for b in val_ds) == n_val

@@ -1,8 +1,9 @@
 """From file lists to model inputs: decode in parallel, pre-process once, then tf.data for training.
 
-Images are decoded on a thread pool, passed through `keras_ad.scoring.preprocess` (the same function
-the exported scorer runs) and held in memory at the model's size; the training pipeline shuffles,
-augments (§3.a) and prefetches them.
+Training images that fit `data.cache_mb` are decoded once on a thread pool, passed through
+`keras_ad.scoring.preprocess` (the same function the exported scorer runs) and held in memory at the
+model's size. Larger sets stream: tf.data shuffles the file paths and decodes, pre-processes and
+augments each image in parallel per epoch, so memory stays flat whatever the set's size.
 """
 
 from __future__ import annotations
@@ -89,9 +90,36 @@ def augment(image, seed, rotation_deg, shift, brightness):
     return tf.clip_by_value(out * factor, 0.0, 1.0)
 
 
-def training_dataset(images, train_cfg, batch_size=None, shuffle=True, augment_images=None):
-    """tf.data over in-memory images: shuffle, repeat up to train.min_epoch_images (each pass shuffled
-    anew), augment (parallel), batch (drop remainder), prefetch."""
+def decoded_bytes(n_images: int, data_cfg) -> int:
+    """Memory that `n_images` take once decoded at the model's size (float32)."""
+    return n_images * data_cfg.image_size ** 2 * data_cfg.channels * 4
+
+
+def fits_cache(n_images: int, data_cfg) -> bool:
+    """Whether the decoded images stay within data.cache_mb (else they stream from disk every epoch)."""
+    return decoded_bytes(n_images, data_cfg) <= data_cfg.cache_mb * 2 ** 20
+
+
+def file_decoder(data_cfg):
+    """path (a string tensor) -> float32 [S, S, C] in [0, 1]: the file read as `load_images` reads it
+    (PIL, via the device scorer's decoder), then `preprocess`, inside tf.data."""
+    size, channels = data_cfg.image_size, data_cfg.channels
+
+    def decode(path):
+        raw = tf.numpy_function(lambda p: read_image(p.decode(), channels), [path], tf.uint8, stateful=False)
+        raw.set_shape([None, None, channels])
+        x = preprocess(raw[None], size, channels, data_cfg.resize, data_cfg.center_crop)[0]
+        x.set_shape([size, size, channels])
+        return x
+
+    return decode
+
+
+def training_dataset(images, train_cfg, batch_size=None, shuffle=True, augment_images=None, decode=None,
+                     skip_errors=False):
+    """tf.data over training images: shuffle, repeat up to train.min_epoch_images (each pass shuffled
+    anew), decode (parallel, when `images` are file paths and `decode` reads one), augment (parallel),
+    batch (drop remainder), prefetch. `skip_errors`: drop files that fail to decode (data.skip_unreadable)."""
     batch_size = batch_size or train_cfg.batch_size
     repeats = -(-train_cfg.min_epoch_images // len(images)) if len(images) else 1
     if len(images) * max(repeats, 1) < batch_size:
@@ -102,6 +130,10 @@ def training_dataset(images, train_cfg, batch_size=None, shuffle=True, augment_i
         ds = ds.shuffle(len(images), seed=train_cfg.seed, reshuffle_each_iteration=True)
     if repeats > 1:
         ds = ds.repeat(repeats).take(train_cfg.min_epoch_images)
+    if decode is not None:
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        if skip_errors:
+            ds = ds.ignore_errors()
     if train_cfg.augment if augment_images is None else augment_images:
         seeds = tf.data.Dataset.random(seed=train_cfg.seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
@@ -110,6 +142,31 @@ def training_dataset(images, train_cfg, batch_size=None, shuffle=True, augment_i
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(images, batch_size):
-    """Un-augmented, ordered batches (validation loss)."""
-    return tf.data.Dataset.from_tensor_slices(images).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+def eval_dataset(images, batch_size, decode=None, skip_errors=False):
+    """Un-augmented, ordered batches (validation loss); file paths are decoded in parallel by `decode`."""
+    ds = tf.data.Dataset.from_tensor_slices(images)
+    if decode is not None:
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        if skip_errors:
+            ds = ds.ignore_errors()
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def training_data(cfg, files, batch_size):
+    """(training tf.data, its image count, 8 sample images, validation tf.data or None, its count):
+    decoded once into memory when the training and validation images fit data.cache_mb, else
+    streamed from disk (decoded per epoch, in parallel)."""
+    d = cfg.data
+    if fits_cache(len(files.train) + len(files.val), d):
+        train, _, _ = load_images(files.train, d, "training images")
+        val, _, _ = load_images(files.val, d, "validation images")
+        val_ds = eval_dataset(val, cfg.train.batch_size) if len(val) else None
+        return training_dataset(train, cfg.train, batch_size), len(train), (val if len(val) else train)[:8], val_ds, len(val)
+    size_mb = decoded_bytes(len(files.train) + len(files.val), d) / 2 ** 20
+    print(f"streaming {len(files.train)} training and {len(files.val)} validation images from disk: decoded "
+          f"they take {size_mb:.0f} MiB, more than data.cache_mb ({d.cache_mb})", file=sys.stderr, flush=True)
+    decode, skip = file_decoder(d), d.skip_unreadable
+    train_ds = training_dataset(np.array(files.train), cfg.train, batch_size, decode=decode, skip_errors=skip)
+    val_ds = eval_dataset(np.array(files.val), cfg.train.batch_size, decode, skip) if files.val else None
+    samples, _, _ = load_images((files.val or files.train)[:8], d, "sample images")
+    return train_ds, len(files.train), samples, val_ds, len(files.val)

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from keras_ad.detectors.base import Detector, adam
+from keras_ad.detectors.base import Detector, adam, images_of
 from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU, per_example
 
 WIDTHS = (96, 128, 256, 256)  # §5.b
@@ -137,7 +137,8 @@ class LNTRA(Detector):
 
     def train_step(self, data):
         """`data`: [N, 2, T, H, W], each input clip stacked on its target (keras_ad.data.video.training_data)."""
-        inputs, targets = data[:, 0], data[:, 1]
+        pairs = images_of(data)
+        inputs, targets = pairs[:, 0], pairs[:, 1]
         inputs, targets = _with_channel(inputs) * 2.0 - 1.0, _with_channel(targets) * 2.0 - 1.0
         with tf.GradientTape() as tape:
             per_clip = per_example(tf.reduce_mean, tf.square(self.network(inputs, training=True) - targets))
