@@ -161,7 +161,8 @@ def training_data(cfg, files, batch_size):
         train, _, _ = load_images(files.train, d, "training images")
         val, _, _ = load_images(files.val, d, "validation images")
         val_ds = eval_dataset(val, cfg.train.batch_size) if len(val) else None
-        return training_dataset(train, cfg.train, batch_size), len(train), (val if len(val) else train)[:8], val_ds, len(val)
+        samples = (val if len(val) else train)[:8].copy()  # a copy: a view would keep `train` alive
+        return training_dataset(train, cfg.train, batch_size), len(train), samples, val_ds, len(val)
     size_mb = decoded_bytes(len(files.train) + len(files.val), d) / 2 ** 20
     print(f"streaming {len(files.train)} training and {len(files.val)} validation images from disk: decoded "
           f"they take {size_mb:.0f} MiB, more than data.cache_mb ({d.cache_mb})", file=sys.stderr, flush=True)
