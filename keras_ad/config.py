@@ -115,6 +115,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "lr_decay": Field(AUTO, float, low=0.0, high=1.0, allow=(AUTO,),
                           doc="Keras-2 inverse-time decay per step; auto = cae 1e-5 (§3.d), ganomaly2d and anogan 0"),
         "seed": Field(0, int, low=0, doc="seeds weights, validation split, shuffling, augmentation"),
+        "jit_compile": Field(False, bool, doc="XLA-compile the training step; off by default: on this CPU XLA ran "
+                                              "1.2x faster to 1.7x slower (stack.md §5), and the GAN steps are "
+                                              "untested under XLA on GPUs"),
         "deterministic": Field(False, bool, doc="TensorFlow op determinism: the same seed then gives the same "
                                                 "weights and metrics (slower on GPUs)"),
         "strategy": Field(AUTO, choices=(AUTO, "default", "mirrored", "multiworker"),

@@ -191,6 +191,7 @@ def train(cfg, run: Run, resume: bool = False):
         model.enter_phase(index)
         with strategy.scope():
             model.compile_phase(phase.learning_rate, phase.lr_decay)
+        model.jit_compile = cfg.train.jit_compile  # explicit: Keras would choose XLA on GPUs by itself
         if checkpoint:  # weights always; optimizer moments only inside the phase they belong to
             restore_checkpoint(checkpoint, model, restore_optimizer=state["phase"] == index)
             checkpoint = None
