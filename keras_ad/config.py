@@ -118,8 +118,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "jit_compile": Field(False, bool, doc="XLA-compile the training step; off by default: on this CPU XLA ran "
                                               "1.2x faster to 1.7x slower (stack.md §5), and the GAN steps are "
                                               "untested under XLA on GPUs"),
-        "deterministic": Field(False, bool, doc="TensorFlow op determinism: the same seed then gives the same "
-                                                "weights and metrics (slower on GPUs)"),
+        "deterministic": Field(False, bool, doc="TensorFlow op determinism (slower on GPUs): a seeded tiny PIAD "
+                                                "run repeats bit for bit; the demo still drifts ~1e-4 (README)"),
         "strategy": Field(AUTO, choices=(AUTO, "default", "mirrored", "multiworker"),
                           doc="auto = mirrored when more than one GPU is visible"),
         "augment": Field(True, bool, doc="rotation, shift, brightness of §3.a"),
