@@ -120,6 +120,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                               "untested under XLA on GPUs"),
         "deterministic": Field(False, bool, doc="TensorFlow op determinism (slower on GPUs): a seeded tiny PIAD "
                                                 "run repeats bit for bit; the demo still drifts ~1e-4 (README)"),
+        "precision": Field("float32", choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                           doc="Keras mixed precision for training (float16 with dynamic loss scaling in every "
+                               "optimiser step); off by default: CPUs gain nothing. Scoring, calibration and "
+                               "exports always run the float32 model"),
         "strategy": Field(AUTO, choices=(AUTO, "default", "mirrored", "multiworker"),
                           doc="auto = mirrored when more than one GPU is visible"),
         "augment": Field(True, bool, doc="rotation, shift, brightness of §3.a"),

@@ -157,7 +157,7 @@ def train(cfg, run: Run, resume: bool = False):
         tf.config.experimental.enable_op_determinism()
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
-        model = detectors.build(cfg)
+        model = detectors.build(cfg, cfg.train.precision)
     step_images = cfg.train.batch_size * model.batches_per_step
     if model.clip_length:
         from keras_ad.data import video
@@ -172,7 +172,7 @@ def train(cfg, run: Run, resume: bool = False):
     epochs = resolve_epochs(cfg.train, n_train, step_images)
     repeated = f", repeated to {cfg.train.min_epoch_images} per epoch" if cfg.train.min_epoch_images > n_train else ""
     print(f"training {cfg.detector.name} on {n_train} {unit}{repeated} ({n_val} validation), "
-          f"{epochs} epochs, batch {cfg.train.batch_size}, {replicas} replica(s)", flush=True)
+          f"{epochs} epochs, batch {cfg.train.batch_size}, {replicas} replica(s), {cfg.train.precision}", flush=True)
     state = None
     checkpoint = latest_checkpoint(run) if resume else None
     start = 0
@@ -205,4 +205,7 @@ def train(cfg, run: Run, resume: bool = False):
     if checkpoint:  # training had already finished: take the last weights
         restore_checkpoint(checkpoint, model, restore_optimizer=False)
     atomic_save(run.file(WEIGHTS), model.save_weights)
+    if cfg.train.precision != "float32":  # calibration, evaluation and exports use the float32 model
+        model = detectors.build(cfg)
+        model.load_weights(run.file(WEIGHTS))
     return model

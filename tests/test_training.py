@@ -126,3 +126,20 @@ def test_jit_compiled_training_matches_the_plain_step(tiny_data, tmp_path):
     # everywhere; XLA's float order may flip a few near-zero gradients, hence a share, not every weight.
     plain, xla = (np.concatenate([w.ravel() for w in weights[k]]) for k in (False, True))
     assert np.mean(np.abs(xla - plain) > 1e-5) < 0.01
+
+
+def test_mixed_precision_run_trains_then_scores_in_float32(tiny_data, tmp_path):
+    """train.precision: mixed_float16 trains through the CLI (loss-scaled, finite losses), and calibration,
+    evaluation and a later load use the float32 model built from the saved weights."""
+    import keras_ad
+
+    cfg = tiny_config_dict(tiny_data, tmp_path / "run", train={"epochs": 2, "precision": "mixed_float16"})
+    result = CliRunner().invoke(main, ["train", "--config", str(write_config(tmp_path / "c.yaml", cfg))])
+    assert result.exit_code == 0, result.output
+    assert "mixed_float16" in result.output
+    losses = [float(row.split(",")[1]) for row in (tmp_path / "run" / "history.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert 0.0 <= report["image_auroc"] <= 1.0
+    detector = keras_ad.load(str(tmp_path / "run")).detector
+    assert detector.dtype_policy.name == "float32" and keras.mixed_precision.global_policy().name == "float32"

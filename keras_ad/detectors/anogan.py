@@ -30,8 +30,9 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from keras_ad.detectors.base import Detector, TrainingPhase, adam, images_of
-from keras_ad.detectors.blocks import BATCH_NORM, DCGAN_INIT, MaxLeakyReLU, bce_per_example, per_example
+from keras_ad.detectors.base import Detector, TrainingPhase, adam, descend, images_of
+from keras_ad.detectors.blocks import (BATCH_NORM, DCGAN_INIT, MaxLeakyReLU, bce_per_example, float32_output,
+                                       per_example)
 
 KERNEL = 5  # DCGAN-tensorflow's conv2d / deconv2d, stride 2, 'SAME' (§2.b)
 CONV_INIT = keras.initializers.TruncatedNormal(0.0, 0.02)  # conv kernels; deconv and dense: N(0, 0.02)
@@ -52,7 +53,7 @@ def generator(size, channels, filters, latent_dim, name="generator"):
         x = layers.ReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
     x = layers.Conv2DTranspose(channels, KERNEL, strides=2, padding="same", kernel_initializer=DCGAN_INIT,
                                activation="tanh")(x)
-    return keras.Model(z, x, name=name)
+    return keras.Model(z, float32_output(x), name=name)
 
 
 def conv_stack(size, channels, filters, name):
@@ -62,21 +63,21 @@ def conv_stack(size, channels, filters, name):
     for width in (filters * 2, filters * 4, filters * 8):
         x = layers.Conv2D(width, KERNEL, strides=2, padding="same", kernel_initializer=CONV_INIT)(x)
         x = MaxLeakyReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
-    return keras.Model(image, x, name=name)
+    return keras.Model(image, float32_output(x), name=name)
 
 
 def discriminator(size, channels, filters, name="discriminator"):
     """(logit model, feature model f): the conv stack, then flatten + dense -> 1 logit (§2.b)."""
     features = conv_stack(size, channels, filters, f"{name}_features")
     logit = layers.Dense(1, kernel_initializer=DCGAN_INIT)(layers.Flatten()(features.output))
-    return keras.Model(features.input, logit, name=name), features
+    return keras.Model(features.input, float32_output(logit), name=name), features
 
 
 def encoder(size, channels, filters, latent_dim, name="encoder"):
     """The discriminator's conv stack, then dense -> latent with tanh (f-AnoGAN's izi encoder; ours)."""
     stack = conv_stack(size, channels, filters, f"{name}_stack")
     z = layers.Dense(latent_dim, kernel_initializer=DCGAN_INIT, activation="tanh")(layers.Flatten()(stack.output))
-    return keras.Model(stack.input, z, name=name)
+    return keras.Model(stack.input, float32_output(z), name=name)
 
 
 # ---------------------------------------------------------------- the latent search
@@ -179,13 +180,13 @@ class AnoGAN(Detector):
             fake = self.generator(z, training=True)
             per_example_loss = self.discriminator_loss(x, fake, training=True)
             loss = tf.nn.compute_average_loss(per_example_loss)
-        self._apply(self.d_optimizer, tape, loss, self.discriminator)
+        descend(self.d_optimizer, tape, loss, self.discriminator.trainable_variables)
         self.trackers["d_loss"].update_state(per_example_loss)
         for _ in range(self.generator_updates):
             with tf.GradientTape() as tape:
                 per_example_loss = self.generator_loss(z, training=True)
                 loss = tf.nn.compute_average_loss(per_example_loss)
-            self._apply(self.optimizer, tape, loss, self.generator)
+            descend(self.optimizer, tape, loss, self.generator_variables)
         self.trackers["g_loss"].update_state(per_example_loss)
 
     def discriminator_loss(self, x, fake, training):
@@ -209,13 +210,8 @@ class AnoGAN(Detector):
         with tf.GradientTape() as tape:
             per_example_loss = self.encoder_loss(x, training=True)
             loss = tf.nn.compute_average_loss(per_example_loss)
-        self._apply(self.e_optimizer, tape, loss, self.encoder)
+        descend(self.e_optimizer, tape, loss, self.encoder.trainable_variables)
         self.trackers["encoder_loss"].update_state(per_example_loss)
-
-    @staticmethod
-    def _apply(optimizer, tape, loss, model):
-        variables = model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
     def test_step(self, data):
         x = images_of(data) * 2.0 - 1.0

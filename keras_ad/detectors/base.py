@@ -27,6 +27,26 @@ def adam(learning_rate, lr_decay, beta_1=0.9, epsilon=1e-7):
     return keras.optimizers.Adam(schedule, beta_1=beta_1, epsilon=epsilon)
 
 
+def loss_scale(optimizer):
+    """The factor a loss is multiplied by before differentiation: under mixed_float16 the
+    LossScaleOptimizer's dynamic scale (its apply_gradients divides by it again and skips steps with
+    non-finite gradients); None, no scaling, otherwise."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.scale_loss(tf.constant(1.0))
+    return None
+
+
+def scaled_gradients(tape, loss, variables, optimizer):
+    """d loss / d variables times `optimizer`'s loss scale: float16 gradients of small losses would
+    flush to zero without it."""
+    return tape.gradient(loss, variables, output_gradients=loss_scale(optimizer))
+
+
+def descend(optimizer, tape, loss, variables):
+    """One optimiser step on the scalar `loss` recorded by `tape` (loss-scaled under mixed_float16)."""
+    optimizer.apply_gradients(zip(scaled_gradients(tape, loss, variables, optimizer), variables))
+
+
 def images_of(data):
     """The image batch of what `fit`/`train_on_batch` pass to a step: a tensor, or (x, y, sample_weight)."""
     return data[0] if isinstance(data, (tuple, list)) else data
@@ -102,9 +122,12 @@ class Detector(keras.Model):
 
     def install_optimizers(self, make):
         """One optimiser `make(name)` per entry of `optimizer_variables`, built at once on its variables
-        (inside the strategy's scope: an optimiser built lazily in a replica context fails, stack.md §3)."""
+        (inside the strategy's scope: an optimiser built lazily in a replica context fails, stack.md §3);
+        wrapped in a LossScaleOptimizer when the detector computes in float16."""
         for name, variables in self.optimizer_variables().items():
             optimizer = make(name)
+            if self.dtype_policy.name == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             if name == "optimizer":
                 self.compile(optimizer=optimizer)
             else:

@@ -17,6 +17,14 @@ LEAKY_SLOPE = 0.2  # every GAN source here (§0.1.5)
 DCGAN_INIT = keras.initializers.RandomNormal(0.0, 0.02)  # DCGAN weights: N(0, 0.02)
 
 
+def float32_output(x):
+    """A sub-model's output in float32 under mixed precision (Keras' rule: losses, scores and maps are
+    computed in float32); unchanged when the model computes in float32 already."""
+    if keras.backend.standardize_dtype(x.dtype) == "float32":
+        return x
+    return keras.layers.Activation("linear", dtype="float32")(x)
+
+
 def per_example(reduce, values):
     """`reduce` over every axis but the batch axis: [N, ...] -> [N]."""
     return reduce(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
@@ -55,8 +63,9 @@ class MinibatchStdDev(keras.layers.Layer):
     """
 
     def call(self, x):
-        std = tf.sqrt(tf.reduce_mean(tf.square(x - tf.reduce_mean(x, axis=0, keepdims=True)), axis=0) + 1e-8)
-        channel = tf.ones_like(x[..., :1]) * tf.reduce_mean(std)
+        wide = tf.cast(x, tf.float32)  # the 1e-8 vanishes in float16
+        std = tf.sqrt(tf.reduce_mean(tf.square(wide - tf.reduce_mean(wide, axis=0, keepdims=True)), axis=0) + 1e-8)
+        channel = tf.ones_like(x[..., :1]) * tf.cast(tf.reduce_mean(std), x.dtype)
         return tf.concat([x, channel], axis=-1)
 
     def compute_output_shape(self, shape):

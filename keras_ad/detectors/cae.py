@@ -20,7 +20,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from keras_ad.detectors.base import Detector, TrainingPhase, images_of
+from keras_ad.detectors.base import Detector, TrainingPhase, descend, images_of
+from keras_ad.detectors.blocks import float32_output
 from keras_ad.errors import UsageError
 from keras_ad.losses.reconstruction import get as get_loss
 from keras_ad.losses.reconstruction import residual_map
@@ -76,7 +77,7 @@ def mvtec_autoencoder(image_size: int, channels: int, latent_dim: int = 100):
     for row in encoder_rows:
         x = _leaky_conv(x, *row)
     code = layers.Conv2D(latent_dim, 8, padding="valid", activation="relu", name="latent")(x)
-    encoder = keras.Model(image, code, name="encoder")
+    encoder = keras.Model(image, float32_output(code), name="encoder")
 
     latent = keras.Input((1, 1, latent_dim), name="code")
     y = WideStrideConvTranspose(32, 3, strides=8, padding="valid")(latent)  # 1x1 -> 8x8
@@ -85,7 +86,7 @@ def mvtec_autoencoder(image_size: int, channels: int, latent_dim: int = 100):
         y = _leaky_conv(y, *row, transpose=True)
     out = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", activation="sigmoid",
                                  name="reconstruction")(y)
-    return encoder, keras.Model(latent, out, name="decoder")
+    return encoder, keras.Model(latent, float32_output(out), name="decoder")
 
 
 def _residual_up_stage(x, filters, kernel, padding):
@@ -105,7 +106,7 @@ def resnet_autoencoder(encoder_weights: str = "imagenet"):
     x = base(scaled)
     x = layers.Conv2D(512, 1)(x)
     code = layers.Conv2D(512, 1, name="latent")(x)
-    encoder = keras.Model(image, code, name="encoder")
+    encoder = keras.Model(image, float32_output(code), name="encoder")
 
     latent = keras.Input((8, 8, 512), name="code")
     y = latent
@@ -113,7 +114,7 @@ def resnet_autoencoder(encoder_weights: str = "imagenet"):
         y = _residual_up_stage(y, filters, kernel, padding)
     out = layers.Conv2DTranspose(3, 3, strides=2, padding="valid", activation="sigmoid",
                                  name="reconstruction")(y)  # 149 -> 299
-    return encoder, keras.Model(latent, out, name="decoder")
+    return encoder, keras.Model(latent, float32_output(out), name="decoder")
 
 
 def _inception_resnet_v2(weights: str):
@@ -159,8 +160,7 @@ class CAE(Detector):
         with tf.GradientTape() as tape:
             per_image = self.loss_fn(images, self(images, training=True))
             loss = tf.nn.compute_average_loss(per_image)  # correct under tf.distribute (stack.md §3)
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        descend(self.optimizer, tape, loss, self.trainable_variables)
         self.trackers["loss"].update_state(per_image)
         return self.tracker_logs()
 

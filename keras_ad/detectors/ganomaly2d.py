@@ -24,8 +24,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from keras_ad.detectors.base import Detector, adam, images_of
-from keras_ad.detectors.blocks import BATCH_NORM, DCGAN_INIT, LEAKY_SLOPE, bce_per_example, per_example
+from keras_ad.detectors.base import Detector, adam, descend, images_of
+from keras_ad.detectors.blocks import (BATCH_NORM, DCGAN_INIT, LEAKY_SLOPE, bce_per_example, float32_output,
+                                       per_example)
 
 PYTORCH_ADAM_EPSILON = 1e-8
 D_REINIT_BELOW = 1e-5  # GANomaly re-initialises D when its loss falls below this, §4.1
@@ -73,7 +74,7 @@ def cycle_encoder(height, width, channels, filters, name):
     x = layers.ReLU()(_bn(_conv(x, filters, 7, 1)))
     for stage in range(1, 5):
         x = layers.ReLU()(_bn(_conv(x, filters * 2 ** stage, 3, 2, pad=1)))
-    return keras.Model(image, x, name=name)
+    return keras.Model(image, float32_output(x), name=name)
 
 
 def cycle_decoder(latent_shape, channels, filters, name="decoder"):
@@ -86,7 +87,7 @@ def cycle_decoder(latent_shape, channels, filters, name="decoder"):
         x = layers.ReLU()(_bn(layers.Cropping2D(((1, 0), (1, 0)))(x)))
     x = ReflectionPadding2D(3)(x)
     x = layers.Conv2D(channels, 7, padding="valid", use_bias=True, activation="tanh")(x)
-    return keras.Model(z, x, name=name)
+    return keras.Model(z, float32_output(x), name=name)
 
 
 def patch_discriminator(height, width, channels, filters, name="discriminator"):
@@ -96,7 +97,7 @@ def patch_discriminator(height, width, channels, filters, name="discriminator"):
     for width_factor, stride in ((2, 2), (4, 2), (8, 1)):
         x = layers.LeakyReLU(LEAKY_SLOPE)(_bn(_conv(x, filters * width_factor, 4, stride, pad=1)))
     logits = _conv(x, 1, 4, 1, pad=1, bias=True)
-    return keras.Model(image, logits, name=name)
+    return keras.Model(image, float32_output(logits), name=name)
 
 
 # ---------------------------------------------------------------- GANomaly networks (§4.1)
@@ -114,7 +115,8 @@ def dcgan_encoder(size, channels, filters, out_dim, name):
         side //= 2
     features = x
     out = _conv(features, out_dim, 4, 1, init=DCGAN_INIT)
-    return keras.Model(image, out, name=name), keras.Model(image, features, name=f"{name}_features")
+    return (keras.Model(image, float32_output(out), name=name),
+            keras.Model(image, float32_output(features), name=f"{name}_features"))
 
 
 def dcgan_decoder(size, channels, filters, latent_dim, name="decoder"):
@@ -133,7 +135,7 @@ def dcgan_decoder(size, channels, filters, latent_dim, name="decoder"):
         side *= 2
     x = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", use_bias=False, activation="tanh",
                                kernel_initializer=DCGAN_INIT)(x)
-    return keras.Model(z, x, name=name)
+    return keras.Model(z, float32_output(x), name=name)
 
 
 # ---------------------------------------------------------------- losses (per example; reduced in train_step)
@@ -197,8 +199,7 @@ class GANomaly(Detector):
             per_example = discriminator_loss_per_example(self.discriminator(x, training=True),
                                                          self.discriminator(x_hat, training=True), half)
             loss = tf.nn.compute_average_loss(per_example)
-        variables = self.discriminator.trainable_variables
-        self.d_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        descend(self.d_optimizer, tape, loss, self.discriminator.trainable_variables)
         self.trackers["d_loss"].update_state(per_example)
         return loss
 
@@ -210,8 +211,7 @@ class GANomaly(Detector):
         return tf.nn.compute_average_loss(self.w_adv * adv + self.w_con * con + self.w_enc * enc)
 
     def _apply_generator(self, tape, loss, adv, con, enc):
-        variables = self.generator_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        descend(self.optimizer, tape, loss, self.generator_variables)
         self._track_generator(adv, con, enc)
 
     def _track_generator(self, adv, con, enc):

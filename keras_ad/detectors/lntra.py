@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from keras_ad.detectors.base import Detector, adam, images_of
-from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU, per_example
+from keras_ad.detectors.base import Detector, adam, descend, images_of
+from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU, float32_output, per_example
 
 WIDTHS = (96, 128, 256, 256)  # §5.b
 CLIP_LENGTH = 16  # §5.a
@@ -65,7 +65,7 @@ def autoencoder(length, size, widths=WIDTHS, name="autoencoder"):
         x = _encode(x, filters, stride)
     for filters, stride in zip(list(reversed(widths[:-1])), reversed(strides[1:])):
         x = _decode(x, filters, stride)
-    return keras.Model(clip, _decode(x, 1, strides[0], last=True), name=name)
+    return keras.Model(clip, float32_output(_decode(x, 1, strides[0], last=True)), name=name)
 
 
 # ---------------------------------------------------------------- scoring (§5.e)
@@ -143,8 +143,7 @@ class LNTRA(Detector):
         with tf.GradientTape() as tape:
             per_clip = per_example(tf.reduce_mean, tf.square(self.network(inputs, training=True) - targets))
             loss = tf.nn.compute_average_loss(per_clip)
-        variables = self.network.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        descend(self.optimizer, tape, loss, self.network.trainable_variables)
         self.trackers["loss"].update_state(per_clip)
         return self.tracker_logs()
 

@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from keras_ad.detectors.base import Detector, images_of
-from keras_ad.detectors.blocks import LEAKY_SLOPE, MaxLeakyReLU, MinibatchStdDev, NearestUpsample2x
+from keras_ad.detectors.base import Detector, images_of, loss_scale, scaled_gradients
+from keras_ad.detectors.blocks import LEAKY_SLOPE, MaxLeakyReLU, MinibatchStdDev, NearestUpsample2x, float32_output
 
 LEAKY_GAIN = math.sqrt(2.0 / (1.0 + LEAKY_SLOPE ** 2))  # PyTorch calculate_gain('leaky_relu', 0.2)
 # Every conv kernel of G, E and D_x: He-normal, fan_out, LeakyReLU gain (§1.b)
@@ -85,7 +85,7 @@ def generator(size, channels, dims, latent_dim, latent_res=1, name="generator"):
     for width in dims[1:]:
         x = up_block(x, width)
     x = preact_res(x, dims[-1])
-    return keras.Model(z, conv(MaxLeakyReLU()(x), channels, 1), name=name)
+    return keras.Model(z, float32_output(conv(MaxLeakyReLU()(x), channels, 1)), name=name)
 
 
 def _encoder_trunk(size, channels, dims, what, latent_res=1):
@@ -106,14 +106,14 @@ def encoder(size, channels, dims, latent_dim, latent_res=1, name="encoder"):
         x = MaxLeakyReLU()(conv(MaxLeakyReLU()(x), width, 4, padding="valid"))
     else:
         x = MaxLeakyReLU()(preact_res(x, width))
-    return keras.Model(image, conv(x, latent_dim, 1), name=name)
+    return keras.Model(image, float32_output(conv(x, latent_dim, 1)), name=name)
 
 
 def image_critic(size, channels, dims, name="image_critic"):
     """The encoder template with one output and a MinibatchStdDev channel before the 4x4 conv."""
     image, x, width = _encoder_trunk(size, channels, dims, "detector.image_critic_dims")
     x = MaxLeakyReLU()(conv(MaxLeakyReLU()(MinibatchStdDev()(x)), width, 4, padding="valid"))
-    return keras.Model(image, layers.Flatten()(conv(x, 1, 1)), name=name)
+    return keras.Model(image, float32_output(layers.Flatten()(conv(x, 1, 1))), name=name)
 
 
 def latent_critic(latent_dim, dims, latent_res=1, name="latent_critic"):
@@ -124,7 +124,7 @@ def latent_critic(latent_dim, dims, latent_res=1, name="latent_critic"):
         init = keras.initializers.VarianceScaling(LEAKY_GAIN ** 2, mode="fan_avg", distribution="uniform")
         x = MaxLeakyReLU()(layers.Dense(width, kernel_initializer=init, bias_initializer=_torch_bias(x))(x))
     out = layers.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(), bias_initializer=_torch_bias(x))(x)
-    return keras.Model(z, out, name=name)
+    return keras.Model(z, float32_output(out), name=name)
 
 
 def _torch_bias(x):
@@ -207,7 +207,7 @@ def vgg19_relu4_2(size, weights: str):
         except (OSError, ValueError) as e:
             raise UsageError(f"detector.perceptual_weights: {weights}: cannot load VGG19 weights ({e}); give a "
                              f"VGG19 (no top) weight file") from None
-    model = keras.Model(full.input, full.get_layer("block4_conv2").output, name="vgg19_relu4_2")
+    model = keras.Model(full.input, float32_output(full.get_layer("block4_conv2").output), name="vgg19_relu4_2")
     if weights == "none":  # He init keeps the random ReLU features' scale over ten convolutions
         for layer in model.layers:
             if hasattr(layer, "kernel"):
@@ -243,7 +243,7 @@ class PerceptualFeatures(keras.layers.Layer):
     statistics are given. Without a VGG (the pixel-L2 ablation) the normalised image itself."""
 
     def __init__(self, vgg, mean=None, std=None, caffe_input=False, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(dtype="float32", **kwargs)  # the loss's features in float32 under mixed precision
         self.vgg, self.caffe_input = vgg, caffe_input
         self.standardise = mean is not None
         if self.standardise:  # graph constants, not captures
@@ -278,7 +278,7 @@ class GradientWeightPolicy(keras.layers.Layer):
     """
 
     def __init__(self, kernel_counts: dict, history=200, alpha=0.05, initial=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(dtype="float32", **kwargs)
         self.history_length, self.alpha = history, alpha
         self.weights_by_net, self.buffers, self.counts = {}, {}, {}
         for net, n in kernel_counts.items():
@@ -389,9 +389,12 @@ class PIAD(Detector):
         """One interpolation weight α ~ U(0, 1) per sample for the gradient penalty (§1.c, §1.g.7)."""
         return tf.random.uniform([n])
 
-    def _with_decay(self, gradients, variables):
-        """PyTorch's coupled weight decay: wd·θ added to the gradient before Adam (§0.1.6)."""
-        return [g + self.weight_decay * v for g, v in zip(gradients, variables)]
+    def _with_decay(self, gradients, variables, optimizer):
+        """PyTorch's coupled weight decay: wd·θ added to the gradient before Adam (§0.1.6), times the
+        optimiser's loss scale when the gradients carry one."""
+        scale = loss_scale(optimizer)
+        decay = self.weight_decay if scale is None else self.weight_decay * scale
+        return [g + decay * v for g, v in zip(gradients, variables)]
 
     def train_step(self, data):
         # Interleaved, not consecutive, slices: under tf.distribute each replica's k-th slice is then
@@ -414,7 +417,8 @@ class PIAD(Detector):
                 per_sample = wgan_gp_critic_loss(critic, real, fake, self.sample_alpha(n))
                 loss = tf.nn.compute_average_loss(per_sample)
             variables = critic.trainable_variables
-            optimizer.apply_gradients(zip(self._with_decay(tape.gradient(loss, variables), variables), variables))
+            gradients = scaled_gradients(tape, loss, variables, optimizer)
+            optimizer.apply_gradients(zip(self._with_decay(gradients, variables, optimizer), variables))
             self.trackers[name].update_state(per_sample)
 
     def _encoder_generator_step(self, x):
@@ -427,9 +431,12 @@ class PIAD(Detector):
                 "adv_e": -self.latent_critic(z, training=True)[:, 0]}
             losses = {k: tf.nn.compute_average_loss(v) for k, v in per_sample.items()}
         enc, gen = self.encoder.trainable_variables, self.generator.trainable_variables
-        rec = tape.gradient(losses["rec"], enc + gen)  # one backward pass through the VGG for E and G
+        # one backward pass through the VGG for E and G; all four share the optimiser's loss scale, which
+        # the weight policy's ratios do not see
+        rec = scaled_gradients(tape, losses["rec"], enc + gen, self.optimizer)
         grads = {"rec_e": rec[:len(enc)], "rec_g": rec[len(enc):],
-                 "adv_e": tape.gradient(losses["adv_e"], enc), "adv_g": tape.gradient(losses["adv_g"], gen)}
+                 "adv_e": scaled_gradients(tape, losses["adv_e"], enc, self.optimizer),
+                 "adv_g": scaled_gradients(tape, losses["adv_g"], gen, self.optimizer)}
         del tape
         self.iteration.assign_add(1)
         if self.use_weight_policy:
@@ -437,13 +444,13 @@ class PIAD(Detector):
             # inside tf.cond is not supported under tf.distribute
             context = tf.distribute.get_replica_context()
             total = {key: context.all_reduce("SUM", grads[key]) for key in grads}
-            tf.cond(self.iteration % self.weight_update_every == 0, lambda: self._update_weights(total),
-                    lambda: tf.constant(True))
+            due = tf.logical_and(self.iteration % self.weight_update_every == 0, _all_finite(total.values()))
+            tf.cond(due, lambda: self._update_weights(total), lambda: tf.constant(True))
         w_e, w_g = self.policy.weight("encoder"), self.policy.weight("generator")
         gradients = ([w_e * r + a for r, a in zip(grads["rec_e"], grads["adv_e"])]
                      + [w_g * r + a for r, a in zip(grads["rec_g"], grads["adv_g"])])
         variables = enc + gen
-        self.optimizer.apply_gradients(zip(self._with_decay(gradients, variables), variables))
+        self.optimizer.apply_gradients(zip(self._with_decay(gradients, variables, self.optimizer), variables))
         for name, value in (("reconstruction", per_sample["rec"]), ("adv_g", per_sample["adv_g"]),
                             ("adv_e", per_sample["adv_e"]), ("w_encoder", w_e), ("w_generator", w_g)):
             self.trackers[name].update_state(value)
@@ -488,6 +495,12 @@ class PIAD(Detector):
         reconstruction = self.generator(self.encoder(images * 2.0 - 1.0, training=False), training=False)
         return {"input": images, "reconstruction": tf.clip_by_value(reconstruction * 0.5 + 0.5, 0.0, 1.0),
                 "anomaly map": self.anomaly_map(images)}
+
+
+def _all_finite(gradient_lists):
+    """No inf or NaN in any gradient: a loss-scaled float16 step that overflowed (the optimiser skips it)
+    must not enter the weight policy's history."""
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for grads in gradient_lists for g in grads])
 
 
 def _kernel_count(model):
