@@ -2,6 +2,7 @@
 """Training speed of each detector under train.precision float32, mixed_float16 and mixed_bfloat16.
 
     python scripts/bench_precision.py [--detectors cae,anogan,...] [--setting small|paper] [--seconds 10]
+                                      [--set data.image_size=64 ...]
 
 Builds each detector of `keras-ad bench`'s setting (its shipped config) in every precision and times
 its own train_step (`train_on_batch` on random data of the config's shape, median after two warm-up
@@ -31,12 +32,14 @@ def steps_per_second(cfg, precision, seconds):
     return 1.0 / benchmark.timed(lambda x: model.train_on_batch(x), batch, 3, seconds)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--detectors", default="cae,anogan,ganomaly2d,piad,lntra")
     parser.add_argument("--setting", default="small", choices=("small", "paper"))
     parser.add_argument("--seconds", type=float, default=10.0, help="timing per detector and precision")
-    args = parser.parse_args()
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every detector, e.g. data.image_size=64")
+    args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_ad import benchmark, config
 
@@ -45,7 +48,7 @@ def main():
     print("|---" * (len(PRECISIONS) + 3) + "|")
     for name in args.detectors.split(","):
         file, overrides = benchmark.SETTINGS[name][args.setting]
-        cfg = config.load(os.path.join(benchmark.CONFIGS, file), overrides)
+        cfg = config.load(os.path.join(benchmark.CONFIGS, file), (*overrides, *args.set))
         speed = {p: steps_per_second(cfg, p, args.seconds) for p in PRECISIONS}
         print(f"| {name} ({file}) | " + " | ".join(f"{speed[p]:.2f}" for p in PRECISIONS)
               + f" | {speed['mixed_float16'] / speed['float32']:.2f}x | {speed['mixed_bfloat16'] / speed['float32']:.2f}x |",

@@ -266,3 +266,16 @@ def test_video_benchmark_writes_its_table(tmp_path, monkeypatch):
     row = json.loads((tmp_path / "video.json").read_text())["results"]["baseline"][0]
     assert 0.0 <= row["frame_auroc_offline"] <= 1.0 and row["seconds"] > 0
     assert "| baseline |" in (tmp_path / "video.md").read_text()
+
+
+def test_precision_benchmark_prints_speedups_over_float32(capsys):
+    spec = importlib.util.spec_from_file_location("bench_precision", os.path.join(SCRIPTS, "bench_precision.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--detectors", "cae", "--seconds", "0", "--set", "data.image_size=32", "--set", "train.batch_size=4"])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| cae"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    float32, float16, bfloat16 = (float(c) for c in cells[1:4])
+    assert min(float32, float16, bfloat16) > 0
+    for cell, ratio in ((cells[4], float16 / float32), (cells[5], bfloat16 / float32)):  # of unrounded speeds
+        assert cell.endswith("x") and float(cell[:-1]) == pytest.approx(ratio, rel=0.05, abs=0.01)
