@@ -118,17 +118,21 @@ def training_batch(model, cfg):
     return rng.random((n, d.image_size, d.image_size, d.channels), np.float32)
 
 
+def train_steps_per_second(model, cfg, repeats, min_seconds):
+    """Steps/s of the detector's own train_step (first phase's optimisers) under `train_on_batch`."""
+    phase = model.training_phases(1, cfg.train.learning_rate, cfg.train.lr_decay)[0]
+    model.enter_phase(0)
+    model.compile_phase(phase.learning_rate, phase.lr_decay)
+    return 1.0 / timed(lambda x: model.train_on_batch(x), training_batch(model, cfg), repeats, min_seconds)
+
+
 def measure_training(model, cfg, quick: bool):
     """(steps/s, FLOPs of one step) of the detector's own train_step under `train_on_batch`."""
     import tensorflow as tf
 
-    phase = model.training_phases(1, cfg.train.learning_rate, cfg.train.lr_decay)[0]
-    model.enter_phase(0)
-    model.compile_phase(phase.learning_rate, phase.lr_decay)
-    batch = training_batch(model, cfg)
-    seconds = timed(lambda x: model.train_on_batch(x), batch, 1 if quick else 5, 1.0 if quick else 10.0)
-    flops = graph_flops(tf.function(model.train_step).get_concrete_function(tf.TensorSpec(batch.shape, tf.float32)))
-    return 1.0 / seconds, flops
+    steps = train_steps_per_second(model, cfg, 1 if quick else 5, 1.0 if quick else 10.0)
+    spec = tf.TensorSpec(training_batch(model, cfg).shape, tf.float32)
+    return steps, graph_flops(tf.function(model.train_step).get_concrete_function(spec))
 
 
 def score_inputs(scorer, cfg):
@@ -181,8 +185,6 @@ def measure(detector_name, setting, quick, formats, log) -> Result:
     d = cfg.data
     frames = f"{model.clip_length}x" if model.clip_length else ""
     result = Result(detector_name, setting, f"configs/{file}", f"{frames}{d.image_size}x{d.image_size}x{d.channels}")
-    # exports first: tf2onnx's transpose optimiser mis-converts the 256-px SSIM map of a model that has
-    # already run in this process (a Concat of mixed layouts)
     variant = model.device_variant  # AnoGAN: its edge variant, the scoring graph every format carries
     calibration = {"pixel_threshold": 0.5, "min_area": 1, "variants": {variant: {"pixel_threshold": 0.5}}}
     scorer = Scorer(model, cfg, calibration, variant=variant)

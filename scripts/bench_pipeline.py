@@ -80,16 +80,18 @@ def main(argv=None) -> int:
         child(args.child[0], args.image_size, args.child[1])
         return 0
 
-    from keras_ad.data.pipeline import decoded_bytes  # noqa: F401 (fails early outside the project)
+    from keras_ad import config
+    from keras_ad.data.pipeline import fits_cache
+
+    default_data = config.validate({"data": {"root": args.data, "image_size": args.image_size, "channels": 3}}).data
 
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         folder = os.path.join(args.data, f"{n}_{args.image_size}")
         print(f"writing {n} images to {folder} (once) ...", file=sys.stderr, flush=True)
         write_images(folder, n, args.image_size)
-        decoded_mb = n * args.image_size ** 2 * 3 * 4 / 2 ** 20
         for mode in ("stream", "cache"):
-            if mode == "cache" and decoded_mb > 4096:
+            if mode == "cache" and not fits_cache(n, default_data):
                 continue  # would stream anyway under the default data.cache_mb
             proc = subprocess.run([sys.executable, __file__, "--child", folder, mode, "--image-size",
                                    str(args.image_size)], capture_output=True, text=True, check=True)

@@ -24,12 +24,7 @@ def steps_per_second(cfg, precision, seconds):
     from keras_ad import benchmark, detectors
 
     keras.utils.set_random_seed(0)
-    model = detectors.build(cfg, precision)
-    phase = model.training_phases(1, cfg.train.learning_rate, cfg.train.lr_decay)[0]
-    model.enter_phase(0)
-    model.compile_phase(phase.learning_rate, phase.lr_decay)
-    batch = benchmark.training_batch(model, cfg)
-    return 1.0 / benchmark.timed(lambda x: model.train_on_batch(x), batch, 3, seconds)
+    return benchmark.train_steps_per_second(detectors.build(cfg, precision), cfg, 3, seconds)
 
 
 def main(argv=None):

@@ -130,10 +130,7 @@ def training_dataset(images, train_cfg, batch_size=None, shuffle=True, augment_i
         ds = ds.shuffle(len(images), seed=train_cfg.seed, reshuffle_each_iteration=True)
     if repeats > 1:
         ds = ds.repeat(repeats).take(train_cfg.min_epoch_images)
-    if decode is not None:
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-        if skip_errors:
-            ds = ds.ignore_errors()
+    ds = _decoded(ds, decode, skip_errors)
     if train_cfg.augment if augment_images is None else augment_images:
         seeds = tf.data.Dataset.random(seed=train_cfg.seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
@@ -144,12 +141,17 @@ def training_dataset(images, train_cfg, batch_size=None, shuffle=True, augment_i
 
 def eval_dataset(images, batch_size, decode=None, skip_errors=False):
     """Un-augmented, ordered batches (validation loss); file paths are decoded in parallel by `decode`."""
-    ds = tf.data.Dataset.from_tensor_slices(images)
-    if decode is not None:
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-        if skip_errors:
-            ds = ds.ignore_errors()
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return _decoded(tf.data.Dataset.from_tensor_slices(images), decode, skip_errors).batch(batch_size).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def _decoded(ds, decode, skip_errors):
+    """`ds` of file paths decoded in parallel by `decode` (dropping files that fail when `skip_errors`);
+    `ds` itself when it holds decoded images (`decode` None)."""
+    if decode is None:
+        return ds
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.ignore_errors() if skip_errors else ds
 
 
 def training_data(cfg, files, batch_size):
