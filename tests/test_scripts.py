@@ -13,6 +13,14 @@ SCRIPTS = os.path.join(REPO, "scripts")
 SCRIPT = os.path.join(SCRIPTS, "download_mvtec.py")
 
 
+def _script(name):
+    """scripts/<name>.py imported as a module, so a test calls its main() and helpers in-process."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(SCRIPTS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_unpacks_a_local_archive(tiny_data, tmp_path):
     archive = tmp_path / "mvtec_anomaly_detection.tar.xz"
     with tarfile.open(archive, "w:xz") as tar:
@@ -35,9 +43,7 @@ def test_offline_download_says_where_to_get_the_data(tmp_path):
 
 
 def test_bench_export_times_every_runtime(trained_run, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_export", os.path.join(SCRIPTS, "bench_export.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _script("bench_export")
     out = tmp_path / "bench.md"
     assert bench.main(["--run", str(trained_run), "--out", str(out), "--repeats", "2", "--min-seconds", "0"]) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "runtime" not in line]
@@ -48,20 +54,13 @@ def test_bench_export_times_every_runtime(trained_run, tmp_path, capsys):
     assert all(float(row.split("|")[2]) > 0 for row in rows)
 
 
-def _dataset_script():
-    spec = importlib.util.spec_from_file_location("export_keras_dataset", os.path.join(SCRIPTS, "export_keras_dataset.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_mnist_and_cifar10_archives_become_one_class_folders(tmp_path):
     import io
     import pickle
 
     import numpy as np
 
-    script = _dataset_script()
+    script = _script("export_keras_dataset")
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "mnist.npz", x_train=rng.integers(0, 255, (6, 28, 28), dtype=np.uint8),
              y_train=np.array([0, 1, 1, 2, 3, 3]), x_test=rng.integers(0, 255, (2, 28, 28), dtype=np.uint8),
@@ -82,7 +81,7 @@ def test_mnist_and_cifar10_archives_become_one_class_folders(tmp_path):
 
 
 def test_dataset_script_offline_says_how_to_supply_the_file(tmp_path, capsys):
-    script = _dataset_script()
+    script = _script("export_keras_dataset")
     code = script.main(["--dataset", "mnist", "--out", str(tmp_path / "m"), "--url", "http://127.0.0.1:9/keras_ad_absent.npz"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
@@ -91,9 +90,7 @@ def test_dataset_script_offline_says_how_to_supply_the_file(tmp_path, capsys):
 
 
 def test_aarch64_check_compares_scores_and_decisions_by_file():
-    spec = importlib.util.spec_from_file_location("check_aarch64", os.path.join(SCRIPTS, "check_aarch64.py"))
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
+    check = _script("check_aarch64")
     host = "path,score,is_anomalous,defect_area\n/h/a.png,0.5,1,3\n/h/b.png,0.25,0,0\n"
     same = "path,score,is_anomalous,defect_area\n/work/a.png,0.50004,1,3\n/work/b.png,0.25,0,0\n"
     result = check.compare_scores(host, same, atol=1e-4)
@@ -113,9 +110,7 @@ def test_torchvision_vgg19_weights_convert_to_keras_layout(tmp_path):
 
     from keras_ad.detectors import piad
 
-    spec = importlib.util.spec_from_file_location("convert_vgg", os.path.join(SCRIPTS, "convert_torchvision_vgg19.py"))
-    convert = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(convert)
+    convert = _script("convert_torchvision_vgg19")
     widths = [3, 64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512]
     rng = np.random.default_rng(0)
     state = {}
@@ -142,9 +137,7 @@ def test_torchvision_vgg19_weights_convert_to_keras_layout(tmp_path):
 
 
 def test_digits_benchmark_writes_its_table(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_digits", os.path.join(SCRIPTS, "bench_digits.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _script("bench_digits")
     assert bench.main(["--detectors", "cae,svm", "--out", str(tmp_path)]) == 2
     assert bench.main(["--detectors", "cae", "--classes", "3", "--epochs", "1", "--out", str(tmp_path)]) == 0
     import json
@@ -152,13 +145,6 @@ def test_digits_benchmark_writes_its_table(tmp_path, capsys):
     result = json.loads((tmp_path / "digits.json").read_text())["results"]["cae"]
     assert 0.0 <= result["per_class"]["3"]["image_auroc"] <= 1.0 and result["total_seconds"] > 0
     assert "| cae |" in (tmp_path / "digits.md").read_text()
-
-
-def _run_all_script():
-    spec = importlib.util.spec_from_file_location("run_all", os.path.join(SCRIPTS, "run_all.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_run_all_tables_runs_and_resumes(tmp_path, monkeypatch, capsys):
@@ -180,7 +166,7 @@ def test_run_all_tables_runs_and_resumes(tmp_path, monkeypatch, capsys):
             "detector.latent_critic_dims=[16,16]", "train.iterations=3", "train.min_epoch_images=96",
             "train.batch_size=16"]
     tiny += [f"detector.{k}_dims=[8,8,8,8]" for k in ("generator", "encoder", "image_critic")]
-    run_all = _run_all_script()
+    run_all = _script("run_all")
     args = ["--datasets", "mnist", "--classes", "3", "--runs", "2", "--out", str(tmp_path / "all")]
     args += [a for s in tiny for a in ("--set", s)]
     assert run_all.main(args) == 0
@@ -209,7 +195,7 @@ def test_run_all_tables_runs_and_resumes(tmp_path, monkeypatch, capsys):
 
 
 def test_run_all_celeba_row_per_attribute():
-    run_all = _run_all_script()
+    run_all = _script("run_all")
     reports = [{"per_defect": {"Bald": {"image_auroc": a}, "Bangs": {"image_auroc": b}}} for a, b in ((0.8, 0.6), (0.6, 0.7))]
     table = run_all.summarise({"celeba": {"normal": {str(k): run_all.aurocs("celeba", r) for k, r in enumerate(reports)}}})
     assert table["celeba"]["Bald"]["mean"] == 0.7 and abs(table["celeba"]["Bangs"]["std"] - 0.05) < 1e-12
@@ -227,9 +213,7 @@ def test_perceptual_stats_standardise_the_features_they_were_computed_on(tmp_pat
     from keras_ad.detectors import piad
     from keras_ad.scoring import preprocess
 
-    spec = importlib.util.spec_from_file_location("perceptual_stats", os.path.join(SCRIPTS, "perceptual_stats.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("perceptual_stats")
     rng = np.random.default_rng(0)
     (tmp_path / "imgs" / "sub").mkdir(parents=True)
     images = [rng.integers(0, 255, (40 + i, 36, 3), dtype=np.uint8) for i in range(6)]
@@ -255,9 +239,7 @@ def test_perceptual_stats_standardise_the_features_they_were_computed_on(tmp_pat
 def test_video_benchmark_writes_its_table(tmp_path, monkeypatch):
     import json
 
-    spec = importlib.util.spec_from_file_location("bench_video", os.path.join(SCRIPTS, "bench_video.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _script("bench_video")
     monkeypatch.setenv("KERAS_AD_HOME", str(tmp_path / "home"))
     assert bench.main(["--variants", "baseline,svm", "--out", str(tmp_path)]) == 2
     monkeypatch.setitem(bench.VARIANTS, "baseline", bench.VARIANTS["baseline"] + ["detector.widths=[4,4,8,8]",
@@ -269,9 +251,7 @@ def test_video_benchmark_writes_its_table(tmp_path, monkeypatch):
 
 
 def test_precision_benchmark_prints_speedups_over_float32(capsys):
-    spec = importlib.util.spec_from_file_location("bench_precision", os.path.join(SCRIPTS, "bench_precision.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _script("bench_precision")
     bench.main(["--detectors", "cae", "--seconds", "0", "--set", "data.image_size=32", "--set", "train.batch_size=4"])
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| cae"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -279,3 +259,4 @@ def test_precision_benchmark_prints_speedups_over_float32(capsys):
     assert min(float32, float16, bfloat16) > 0
     for cell, ratio in ((cells[4], float16 / float32), (cells[5], bfloat16 / float32)):  # of unrounded speeds
         assert cell.endswith("x") and float(cell[:-1]) == pytest.approx(ratio, rel=0.05, abs=0.01)
+
