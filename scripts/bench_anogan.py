@@ -3,17 +3,22 @@
 variants' AUROC versus the full search.
 
     python scripts/bench_anogan.py --run runs/anogan_demo [--images 64] [--batch 32] [--steps 500]
+    python scripts/bench_anogan.py --config configs/anogan_mvtec_capsule.yaml [--set KEY=VALUE ...]
 
 Speed: the same number of Adam steps for `--images` test images, three ways:
   batched      keras_ad's search, `--batch` images per tf.while_loop (what scoring runs);
   per image    the same in-graph loop, one image at a time;
   seed form    one image at a time and one optimiser step per Python call (a tf.Variable z and a
                Keras Adam, as the seed code ran it with sess.run), on `--seed-form-images` images.
-Times are seconds per image; the speed-ups are ratios of them.
+Times are seconds per image; the speed-ups are ratios of them. Each form's FLOP/s (TensorFlow's
+profiler count of one step) against the dense matmul rate measured in the same run bounds what
+batching can gain on the device (no batch runs faster than that rate).
 
-AUROC on the run's test split: the full search (the run's settings), the edge variant (z = E(x),
+With --run, AUROC on the run's test split: the full search (the run's settings), the edge variant (z = E(x),
 no search: what TFLite and ONNX run) and E(x) followed by `--refine-steps` search steps.
-Writes a markdown table to stdout and JSON to --out (default <run>/bench/anogan.json).
+--config times an untrained build of a config instead (a step's time does not depend on the weights),
+so the paper's settings can be measured without data. Writes a markdown table to stdout and JSON to
+--out (default <run>/bench/anogan.json, or ./bench_anogan.json with --config).
 """
 
 from __future__ import annotations
@@ -43,16 +48,12 @@ def seed_form_seconds(detector, images, steps):
     import tensorflow as tf
 
     z = tf.Variable(tf.zeros([1, detector.latent_dim]))
-    lam = detector.discrimination_weight
 
     def make_step(optimizer, x, x_features):
         @tf.function
         def step():
             with tf.GradientTape() as tape:
-                generated = detector.generator(z, training=False)
-                residual = tf.reduce_sum(tf.abs(x - generated))
-                discrimination = tf.reduce_sum(tf.abs(x_features - detector.features(generated, training=False)))
-                loss = (1 - lam) * residual + lam * discrimination
+                loss = tf.reduce_sum(detector.search_loss(x, x_features, z)[0])
             optimizer.apply_gradients([(tape.gradient(loss, z), z)])
             return loss
         return step
@@ -93,48 +94,123 @@ def auroc_rows(detector, test, refine_steps, batch):
     return rows
 
 
+def search_step_flops(detector, image_shape) -> int:
+    """FLOPs of one search step for one image: G(z), f(G(z)), L(z) and its gradient with respect to z
+    (f(x) is computed once per search; Adam's arithmetic on z adds a few hundred more)."""
+    import tensorflow as tf
+
+    from keras_ad import benchmark
+
+    def gradient(x, x_features, z):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(z)
+            loss = tf.reduce_sum(detector.search_loss(x, x_features, z)[0])
+        return tape.gradient(loss, z)
+
+    specs = (tf.TensorSpec([1, *image_shape]), tf.TensorSpec([1, *detector.features.output.shape[1:]]),
+             tf.TensorSpec([1, detector.latent_dim]))
+    return benchmark.graph_flops(tf.function(gradient).get_concrete_function(*specs))
+
+
+def compute_device() -> str:
+    """What TensorFlow runs the search on: the first GPU's name, else the CPU and its thread count."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+    return f"CPU ({platform.machine()}, {os.cpu_count()} threads)"
+
+
+def load_detector(args):
+    """(detector, cfg, test split or None): a trained run's, or an untrained build of --config (speed only)."""
+    import keras_ad
+    from keras_ad import config, detectors
+    from keras_ad.data import layouts, pipeline
+    from keras_ad.errors import UsageError
+
+    if args.config:
+        cfg = config.load(args.config, args.set)
+        return (detectors.build(cfg) if cfg.detector.name == "anogan" else None), cfg, None
+    scorer = keras_ad.load(args.run)
+    if not hasattr(scorer, "detector"):
+        raise UsageError(f"{args.run}: an export, not a run folder; give the trained run it came from")
+    cfg = scorer.cfg
+    if cfg.detector.name != "anogan":
+        return None, cfg, None
+    return scorer.detector, cfg, pipeline.load_test_set(layouts.discover(cfg.data, seed=cfg.train.seed), cfg.data)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="a trained anogan run folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a trained anogan run folder: speed and the variants' AUROC")
+    source.add_argument("--config", help="an anogan config, built untrained: speed only (no data needed)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override with --config, e.g. detector.filters=64")
     parser.add_argument("--images", type=int, default=64, help="images timed per form (default 64)")
     parser.add_argument("--batch", type=int, default=32, help="batch of the batched search (default 32)")
     parser.add_argument("--steps", type=int, default=None, help="search steps (default: the run's)")
     parser.add_argument("--seed-form-images", type=int, default=8, help="images for the seed-form loop (default 8)")
     parser.add_argument("--refine-steps", type=int, default=50, help="steps after E(x) for the refined variant")
-    parser.add_argument("--out", default=None, help="JSON result (default <run>/bench/anogan.json)")
+    parser.add_argument("--out", default=None, help="JSON result (default <run>/bench/anogan.json, "
+                                                     "with --config bench_anogan.json)")
     args = parser.parse_args(argv)
+    if args.set and not args.config:
+        parser.error("--set needs --config")
 
     import tensorflow as tf
 
-    import keras_ad
-    from keras_ad.data import layouts, pipeline
+    from keras_ad import benchmark
+    from keras_ad.errors import UsageError
 
-    scorer = keras_ad.load(args.run)
-    detector, cfg = scorer.detector, scorer.cfg
-    if cfg.detector.name != "anogan":
-        print(f"error: {args.run}: an {cfg.detector.name} run; this benchmark needs an anogan run", file=sys.stderr)
+    try:
+        detector, cfg, test = load_detector(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if detector is None:
+        print(f"error: {args.run or args.config}: an {cfg.detector.name} model; this benchmark needs anogan",
+              file=sys.stderr)
         return 2
     steps = detector.search_steps if args.steps is None else args.steps
-    test = pipeline.load_test_set(layouts.discover(cfg.data, seed=cfg.train.seed), cfg.data)
-    images = np.resize(test["images"], (args.images, *test["images"].shape[1:])).astype(np.float32)
+    shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
+    if test is None:  # untrained: the time of a step does not depend on the weights or the pixels
+        images = np.random.default_rng(0).random((args.images, *shape), dtype=np.float32)
+    else:
+        images = np.resize(test["images"], (args.images, *shape)).astype(np.float32)
 
+    device = compute_device()
     search = tf.function(lambda x: detector.search(x, steps=steps)[0], reduce_retracing=True)
-    print(f"timing {args.images} images x {steps} steps: batched (batch {args.batch}) ...", file=sys.stderr, flush=True)
+    print(f"timing {args.images} images x {steps} steps on {device}: batched (batch {args.batch}) ...",
+          file=sys.stderr, flush=True)
     batched = per_image_seconds(search, images, args.batch)
     print("timing per image (in-graph loop) ...", file=sys.stderr, flush=True)
     per_image = per_image_seconds(search, images, 1)
     print(f"timing the seed's form on {args.seed_form_images} images ...", file=sys.stderr, flush=True)
     seed_form = seed_form_seconds(detector, images[:args.seed_form_images], steps)
-    print("scoring the test split with each variant ...", file=sys.stderr, flush=True)
-    rows = auroc_rows(detector, test, args.refine_steps, args.batch)
+    print("measuring the matmul rate ...", file=sys.stderr, flush=True)
+    matmul = benchmark.matmul_flops_per_second()
+    flops = search_step_flops(detector, shape) * steps  # per image
+    rows = {}
+    if test is not None:
+        print("scoring the test split with each variant ...", file=sys.stderr, flush=True)
+        rows = auroc_rows(detector, test, args.refine_steps, args.batch)
 
-    result = {"run": os.path.abspath(args.run), "machine": f"{platform.machine()}, {os.cpu_count()} CPU threads",
-              "tensorflow": tf.__version__, "image_size": cfg.data.image_size, "filters": cfg.detector.filters,
-              "steps": steps, "images": args.images, "batch": args.batch,
-              "seconds_per_image": {"batched": batched, "per_image": per_image, "seed_form": seed_form},
+    seconds = {"batched": batched, "per_image": per_image, "seed_form": seed_form}
+    result = {"run": os.path.abspath(args.run) if args.run else None,
+              "config": os.path.abspath(args.config) if args.config else None, "overrides": args.set,
+              "trained": test is not None, "device": device, "tensorflow": tf.__version__,
+              "image_size": cfg.data.image_size, "channels": cfg.data.channels, "filters": cfg.detector.filters,
+              "latent_dim": cfg.detector.latent_dim, "steps": steps, "images": args.images, "batch": args.batch,
+              "seconds_per_image": seconds,
               "speedup_vs_per_image": per_image / batched, "speedup_vs_seed_form": seed_form / batched,
-              "variants": rows, "test_images": int(len(test["images"]))}
-    out = args.out or os.path.join(args.run, "bench", "anogan.json")
+              "flops_per_image": flops, "matmul_flops_per_second": matmul,
+              "flops_per_second": {form: flops / s for form, s in seconds.items()},
+              # no batch can run faster than the matmul rate, so this bounds the batched speed-up here
+              "batching_ceiling": matmul / (flops / per_image),
+              "variants": rows, "test_images": int(len(test["images"])) if test is not None else 0}
+    out = args.out or (os.path.join(args.run, "bench", "anogan.json") if args.run else "bench_anogan.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(result, f, indent=2)
@@ -144,17 +220,26 @@ def main(argv=None) -> int:
 
 
 def table(result) -> str:
-    s = result["seconds_per_image"]
+    s, rate, matmul = result["seconds_per_image"], result["flops_per_second"], result["matmul_flops_per_second"]
+    weights = "trained" if result["trained"] else "untrained (speed only)"
     lines = [f"AnoGAN latent search, {result['images']} images x {result['steps']} Adam steps, "
-             f"{result['image_size']}px, filters {result['filters']}, {result['machine']}", "",
-             "| form | s / image | speed-up of batched |", "|---|---|---|",
-             f"| batched, batch {result['batch']} | {s['batched']:.4f} | 1 |",
-             f"| per image, in-graph loop | {s['per_image']:.4f} | {result['speedup_vs_per_image']:.1f}x |",
-             f"| per image, one step per call (seed) | {s['seed_form']:.4f} | {result['speedup_vs_seed_form']:.1f}x |",
-             "", f"| variant ({result['test_images']} test images) | image AUROC | pixel AUROC | s / image |",
-             "|---|---|---|---|"]
-    for name, row in result["variants"].items():
-        lines.append(f"| {name} | {row['image_auroc']:.4f} | {row['pixel_auroc']:.4f} | {row['seconds_per_image']:.4f} |")
+             f"{result['image_size']}px, filters {result['filters']}, {weights}, {result['device']}", "",
+             "| form | s / image | GFLOP/s | % of matmul | speed-up of batched |", "|---|---|---|---|---|"]
+    forms = ((f"batched, batch {result['batch']}", "batched", None),
+             ("per image, in-graph loop", "per_image", "speedup_vs_per_image"),
+             ("per image, one step per call (seed)", "seed_form", "speedup_vs_seed_form"))
+    for name, form, speedup in forms:
+        gain = f"{result[speedup]:.1f}x" if speedup else "1"
+        lines.append(f"| {name} | {s[form]:.4f} | {rate[form] / 1e9:.1f} | {100 * rate[form] / matmul:.0f} | {gain} |")
+    lines += ["", f"{result['flops_per_image'] / result['steps'] / 1e6:.0f} MFLOP per image and step; "
+              f"matmul {matmul / 1e9:.0f} GFLOP/s here, so no batch can beat the per-image loop by more than "
+              f"{result['batching_ceiling']:.1f}x on this device."]
+    if result["variants"]:
+        lines += ["", f"| variant ({result['test_images']} test images) | image AUROC | pixel AUROC | s / image |",
+                  "|---|---|---|---|"]
+        for name, row in result["variants"].items():
+            lines.append(f"| {name} | {row['image_auroc']:.4f} | {row['pixel_auroc']:.4f} | "
+                         f"{row['seconds_per_image']:.4f} |")
     return "\n".join(lines)
 
 

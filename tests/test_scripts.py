@@ -260,3 +260,47 @@ def test_precision_benchmark_prints_speedups_over_float32(capsys):
     for cell, ratio in ((cells[4], float16 / float32), (cells[5], bfloat16 / float32)):  # of unrounded speeds
         assert cell.endswith("x") and float(cell[:-1]) == pytest.approx(ratio, rel=0.05, abs=0.01)
 
+
+def test_anogan_benchmark_times_the_search_forms_against_the_matmul_rate(tmp_path, capsys):
+    """--config: an untrained build of a shipped config, timed three ways. One step's FLOPs are G and f
+    forward plus their backward to z, twice the forward: the frozen networks' weight gradients are not
+    part of the search (they would make it three times)."""
+    import json
+
+    import tensorflow as tf
+
+    from keras_ad import benchmark, config, detectors
+
+    demo = os.path.join(REPO, "configs", "anogan_demo.yaml")
+    tiny = ["data.image_size=32", "detector.filters=4", "detector.latent_dim=8"]
+    out = tmp_path / "speed.json"
+    args = ["--config", demo, *(a for s in tiny for a in ("--set", s)), "--images", "4", "--batch", "2",
+            "--steps", "3", "--seed-form-images", "1", "--out", str(out)]
+    assert _script("bench_anogan").main(args) == 0
+    result = json.loads(out.read_text())
+    seconds = result["seconds_per_image"]
+    assert min(seconds.values()) > 0 and not result["trained"] and result["variants"] == {}
+    assert result["speedup_vs_per_image"] == pytest.approx(seconds["per_image"] / seconds["batched"])
+    detector = detectors.build(config.load(demo, tiny))
+    forward = benchmark.graph_flops(tf.function(lambda z: detector.features(detector.generator(z)))
+                                    .get_concrete_function(tf.TensorSpec([1, 8])))
+    assert 1.9 < result["flops_per_image"] / 3 / forward < 2.2
+    per_image_rate = result["flops_per_image"] / seconds["per_image"]
+    assert result["batching_ceiling"] == pytest.approx(result["matmul_flops_per_second"] / per_image_rate)
+    assert f"more than {result['batching_ceiling']:.1f}x" in capsys.readouterr().out
+
+
+def test_anogan_benchmark_scores_a_trained_runs_variants(train_tiny, trained_run, tmp_path):
+    import json
+
+    bench = _script("bench_anogan")
+    out = tmp_path / "anogan.json"
+    assert bench.main(["--run", str(train_tiny("anogan")), "--images", "2", "--batch", "2", "--steps", "2",
+                       "--seed-form-images", "1", "--refine-steps", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["trained"] and len(result["variants"]) == 3 and result["test_images"] > 0
+    assert all(0.0 <= row["image_auroc"] <= 1.0 for row in result["variants"].values())
+    assert bench.main(["--run", str(trained_run), "--out", str(tmp_path / "cae.json")]) == 2  # not an anogan run
+    assert not (tmp_path / "cae.json").exists()
+    with pytest.raises(SystemExit):
+        bench.main(["--run", str(trained_run), "--set", "detector.filters=4"])

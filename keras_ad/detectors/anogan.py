@@ -92,7 +92,7 @@ def adam_descent(loss_fn, z0, steps: int, learning_rate: float, beta_1: float = 
         return z0
 
     def step(t, z, m, v):
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:  # z only: the networks stay frozen
             tape.watch(z)
             loss = loss_fn(z)
         gradient = tape.gradient(loss, z)
@@ -244,9 +244,9 @@ class AnoGAN(Detector):
             z0 = tf.repeat(tf.constant(self.initial_latents), n, axis=0)
             x = tf.tile(x, [restarts, 1, 1, 1])
         x_features = self.features(x, training=False)
-        z = adam_descent(lambda z: tf.reduce_sum(self._search_loss(x, x_features, z)[0]), z0, steps,
+        z = adam_descent(lambda z: tf.reduce_sum(self.search_loss(x, x_features, z)[0]), z0, steps,
                          self.search_lr)
-        loss, generated = self._search_loss(x, x_features, z)
+        loss, generated = self.search_loss(x, x_features, z)
         if restarts > 1:
             best = tf.stack([tf.argmin(tf.reshape(loss, [restarts, n]), axis=0, output_type=tf.int32),
                              tf.range(n)], axis=1)
@@ -254,7 +254,8 @@ class AnoGAN(Detector):
             loss, generated, z = pick(loss), pick(generated), pick(z)
         return loss, generated, z
 
-    def _search_loss(self, x, x_features, z):
+    def search_loss(self, x, x_features, z):
+        """(L(z) per image [N], G(z)) for [-1, 1] images x and their features f(x), computed once per search."""
         generated = self.generator(z, training=False)
         residual, discrimination = search_terms(x, x_features, generated, self.features(generated, training=False))
         lam = self.discrimination_weight
