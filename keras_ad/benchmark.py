@@ -248,6 +248,8 @@ def run(detectors=tuple(SETTINGS), settings=("paper", "small"), quick=False, for
             keras.backend.clear_session()  # free the last model's graphs before the next
     table = markdown(results, matmul, time.perf_counter() - started)
     if out:
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(table)
+        from keras_ad.ownership import file_tag
+        from keras_ad.runs import atomic_write
+
+        atomic_write(out, f"{file_tag('bench')}\n{table}")
     return results, table

@@ -178,6 +178,7 @@ def calibrate(run_dir, min_area):
 def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant, labels):
     """Score image files or folders: scores.csv (path, score, is_anomalous, defect_area) and overlays.
     A video detector's run scores frame folders or video files: one row per frame and a score-over-time plot."""
+    from keras_ad import ownership
     from keras_ad.export import device
     from keras_ad.runs import Run
 
@@ -185,9 +186,8 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant, labels):
     missing = [p for p in inputs if not os.path.exists(p)]
     if missing:
         raise UsageError(f"{missing[0]}: no such file or folder")
-    out_dir = out_dir or run.file("scores")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise UsageError(f"{out_dir}: exists and is not empty; pass --overwrite or choose --out")
+    out_dir = os.path.abspath(out_dir or run.file("scores"))
+    ownership.check_replaceable(out_dir, ownership.SCORES, overwrite, "--out", protected=(run.path, *inputs))
 
     import numpy as np
 
@@ -210,6 +210,7 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant, labels):
         raise UsageError(str(e)) from None
     images, kept, _ = pipeline.load_images(paths, scorer.cfg.data)
     out = scorer.score_preprocessed(images)
+    _start_scores_folder(out_dir)
     atomic_write(os.path.join(out_dir, "scores.csv"), device.to_csv(device.rows(kept, out)))
     if not no_overlays:
         vmax = max(scorer.calibration["pixel_threshold"] * 2, 1e-6)
@@ -224,6 +225,15 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant, labels):
     click.echo(f"scored {len(kept)} images, {flagged} anomalous -> {os.path.join(out_dir, 'scores.csv')}")
 
 
+def _start_scores_folder(out_dir):
+    """Empty a scores folder of an earlier `keras-ad score` (only its own files) and mark it as scores."""
+    from keras_ad import ownership
+
+    if os.path.isdir(out_dir):
+        ownership.clear(out_dir, ownership.SCORES)
+    ownership.mark(out_dir, ownership.SCORES)
+
+
 def _score_videos(scorer, inputs, labels_path, out_dir):
     """Every frame folder or video file: scores.csv rows per scored frame, plots/<video>.png over time."""
     import numpy as np
@@ -234,6 +244,7 @@ def _score_videos(scorer, inputs, labels_path, out_dir):
     if labels_path and len(inputs) != 1:
         raise UsageError("--labels: give exactly one video with it")
     lines = ["video,frame,psnr,score_offline,score_online,is_anomalous,defect_area"]
+    _start_scores_folder(out_dir)
     for path in inputs:
         frames = video_evaluation.read_video_frames(path)
         labels = None if labels_path else video_evaluation.layout_labels(path)
@@ -301,14 +312,13 @@ def export(run_dir, formats, quantize, out_dir, overwrite):
 @reports_usage_errors
 def bench(quick, detectors, settings, out, overwrite):
     """Training and scoring speed of each detector (Keras and every export) against this machine's matmul limit."""
-    from keras_ad import benchmark
+    from keras_ad import benchmark, ownership
     from keras_ad.export import check_choices
 
     split = lambda text: tuple(v.strip() for v in text.split(",") if v.strip())  # noqa: E731
     detectors = check_choices(split(detectors), tuple(benchmark.SETTINGS), "--detectors")
     settings = check_choices(split(settings), ("paper", "small"), "--settings")
-    if os.path.exists(out) and not overwrite:
-        raise UsageError(f"--out {out} exists; pass --overwrite to replace it or choose another file")
+    ownership.check_file_replaceable(out, "bench", overwrite, "--out")
     _, table = benchmark.run(detectors, settings, quick=quick, out=out)
     click.echo(table)
     click.echo(f"written to {out}")

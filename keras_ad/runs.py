@@ -1,18 +1,21 @@
 """The run folder: where a run's config, weights, checkpoints, logs, reports and plots live.
 
 Every file is written atomically (temp file + rename), so a killed process never leaves half a file
-that a later load takes for whole. An existing run is never overwritten without `overwrite=True`.
+that a later load takes for whole. A run folder carries keras_ad's run marker (keras_ad.ownership):
+only a marked run is ever replaced, only with `overwrite=True`, and only the run's own files go.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
-import shutil
+import sys
 import tempfile
 
 from keras_ad import config as config_lib
+from keras_ad import ownership
 from keras_ad.errors import UsageError
 
 CONFIG = "config.yaml"
@@ -96,25 +99,32 @@ class Run:
 
     @property
     def is_run(self):
-        return os.path.isfile(self.file(CONFIG))
+        return ownership.kind_of(self.path) == ownership.RUN.name and os.path.isfile(self.file(CONFIG))
+
+    @property
+    def has_trained(self):
+        """True once training saved anything (a checkpoint or the final weights)."""
+        return os.path.isfile(self.file(WEIGHTS)) or bool(glob.glob(os.path.join(self.checkpoints, "epoch-*")))
 
     @classmethod
     def create(cls, cfg, overwrite=False, resume=False) -> "Run":
-        """Prepare the run folder of `cfg`; refuse to clobber an existing one unless asked to."""
+        """Prepare the run folder of `cfg`; refuse to clobber an existing one unless asked to.
+
+        With `overwrite`, only a marked run is replaced and only its own entries are deleted; a run that
+        never trained (a failed start) is reused without `overwrite`."""
         run = cls(cfg.run_dir)
-        exists = os.path.isdir(run.path) and os.listdir(run.path)
         if resume:
             if not run.is_run:
-                raise UsageError(f"{run.path}: nothing to resume (no {CONFIG}); drop --resume to start a new run")
-        elif exists:
-            if not overwrite:
-                raise UsageError(f"{run.path}: run folder exists; pass --overwrite to replace it, --resume to "
-                                 f"continue it, or set run.dir to a new folder")
-            if not run.is_run:
-                raise UsageError(f"{run.path}: exists and is not a keras_ad run folder (no {CONFIG}); "
-                                 f"refusing to delete it, set run.dir elsewhere")
-            shutil.rmtree(run.path)
-        os.makedirs(run.path, exist_ok=True)
+                raise UsageError(f"{run.path}: nothing to resume (not a keras_ad run); drop --resume to start a new run")
+        elif not ownership.is_empty(run.path):
+            failed_start = run.is_run and not run.has_trained
+            if not failed_start:
+                ownership.check_replaceable(run.path, ownership.RUN, overwrite, "run.dir")
+            kept = ownership.clear(run.path, ownership.RUN)
+            if kept:
+                print(f"{run.path}: kept {len(kept)} entries that are not the run's: {', '.join(kept[:5])}"
+                      f"{', ...' if len(kept) > 5 else ''}", file=sys.stderr)
+        ownership.mark(run.path, ownership.RUN)
         atomic_write(run.file(CONFIG), cfg.to_yaml())
         return run
 
@@ -122,8 +132,11 @@ class Run:
     def open(cls, path) -> "Run":
         run = cls(path)
         if not run.is_run:
-            raise UsageError(f"{run.path}: not a run folder (no {CONFIG}); pass the folder that "
-                             f"`keras-ad train` created (run.dir)")
+            hint = (f"; if keras_ad wrote it before it marked its runs, add the marker: "
+                    f"echo '{{\"kind\": \"run\"}}' > {run.file(ownership.MARKER)}"
+                    if os.path.isfile(run.file(CONFIG)) else "")
+            raise UsageError(f"{run.path}: not a keras_ad run folder; pass the folder that `keras-ad train` "
+                             f"created (run.dir){hint}")
         return run
 
     def config(self):

@@ -1,7 +1,8 @@
 """`keras-ad export`: write, verify and describe every requested artefact of one run in one folder.
 
 The folder is assembled in a temporary sibling and renamed into place at the end, so a failed
-export leaves nothing behind and an existing export is only replaced with `overwrite`.
+export leaves nothing behind. It carries keras_ad's export marker, and `overwrite` replaces only a
+marked export: never a run (the exported one included) nor a folder of someone else's files.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_ad
-from keras_ad import calibration
+from keras_ad import calibration, ownership
 from keras_ad.errors import UsageError
 from keras_ad.export import FORMATS, QUANTIZE_MODES, ExportError, check_choices, device, parity, savedmodel
 from keras_ad.runs import REPORT, Run, write_json
@@ -38,8 +39,10 @@ def export_run(run_dir, formats=FORMATS, quantize=("none",), out_dir=None, overw
     formats, quantize = check_choices(formats, FORMATS, "--format"), check_choices(quantize, QUANTIZE_MODES, "--quantize")
     run = Run.open(run_dir)
     out_dir = os.path.abspath(out_dir or os.path.join("exports", run.name))
-    if os.path.exists(out_dir) and not overwrite:
-        raise UsageError(f"{out_dir}: exists; pass --overwrite to replace it or choose --out")
+    def check_out():  # only an export is replaced, never the run it exports
+        ownership.check_replaceable(out_dir, ownership.EXPORT, overwrite, "--out", protected=(run.path,))
+
+    check_out()
     scorer = keras_ad.load(run.path)
     if scorer.detector.clip_length and "int8" in quantize and "tflite" in formats:
         raise UsageError("--quantize int8: TFLite's CONV_3D and CONV_3D_TRANSPOSE kernels are float only "
@@ -55,12 +58,14 @@ def export_run(run_dir, formats=FORMATS, quantize=("none",), out_dir=None, overw
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}-", dir=os.path.dirname(out_dir))
     os.chmod(work, 0o755)  # mkdtemp makes it private; the export is meant to be copied and shared
+    ownership.mark(work, ownership.EXPORT)
     # Every exporter traces Scorer.graph afresh (one trace per signature by design); TensorFlow
     # would warn about "excessive retracing" for each.
     log_level = tf.get_logger().level
     tf.get_logger().setLevel(logging.ERROR)
     try:
         report = _build(scorer, run, data, formats, quantize, work)
+        check_out()  # again: the export took minutes, and something else may stand there now
         _replace(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
