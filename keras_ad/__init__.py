@@ -43,7 +43,7 @@ def load(path, variant: str = "default"):
         return ExportedScorer(folder, metadata)
 
     from keras_ad import detectors
-    from keras_ad.runs import CALIBRATION, WEIGHTS, Run
+    from keras_ad.runs import WEIGHTS, Run
     from keras_ad.scoring import Scorer
 
     run = Run.open(path)
@@ -53,4 +53,4 @@ def load(path, variant: str = "default"):
                          f"(keras-ad train --config ... --resume)")
     detector = detectors.build(cfg)
     detector.load_weights(run.file(WEIGHTS))
-    return Scorer(detector, cfg, calibration=run.read_json(CALIBRATION), variant=variant)
+    return Scorer(detector, cfg, calibration=run.read_calibration(), variant=variant)

@@ -114,8 +114,8 @@ def training_batch(model, cfg):
     n = cfg.train.batch_size * model.batches_per_step
     rng = np.random.default_rng(0)
     if model.clip_length:  # [N, 2 (input, target), T, H, W]
-        return rng.random((n, 2, model.clip_length, d.image_size, d.image_size), np.float32)
-    return rng.random((n, d.image_size, d.image_size, d.channels), np.float32)
+        return rng.random((n, 2, model.clip_length, *d.image_shape), np.float32)
+    return rng.random((n, *d.model_shape, d.channels), np.float32)
 
 
 def train_steps_per_second(model, cfg, repeats, min_seconds):
@@ -138,7 +138,7 @@ def measure_training(model, cfg, quick: bool):
 def score_inputs(scorer, cfg):
     """SCORE_BATCH random uint8 inputs at the model's size (clips for a video detector)."""
     d = cfg.data
-    shape = (d.image_size, d.image_size, d.channels)
+    shape = (*d.image_shape, d.channels)
     if scorer.detector.clip_length:
         shape = (scorer.detector.clip_length, *shape)
     return np.random.default_rng(1).integers(0, 256, (SCORE_BATCH, *shape), dtype=np.uint8)
@@ -184,7 +184,8 @@ def measure(detector_name, setting, quick, formats, log) -> Result:
     model = detectors.build(cfg)
     d = cfg.data
     frames = f"{model.clip_length}x" if model.clip_length else ""
-    result = Result(detector_name, setting, f"configs/{file}", f"{frames}{d.image_size}x{d.image_size}x{d.channels}")
+    height, width = d.image_shape
+    result = Result(detector_name, setting, f"configs/{file}", f"{frames}{height}x{width}x{d.channels}")
     variant = model.device_variant  # AnoGAN: its edge variant, the scoring graph every format carries
     calibration = {"pixel_threshold": 0.5, "min_area": 1, "variants": {variant: {"pixel_threshold": 0.5}}}
     scorer = Scorer(model, cfg, calibration, variant=variant)

@@ -46,6 +46,52 @@ def calibrate(val_maps, min_area: int) -> dict:
     return {"pixel_threshold": threshold, "min_area": int(min_area), "n_validation_images": int(len(val_maps))}
 
 
+SPREAD_FLOOR = 0.1  # the per-pixel spread's floor, a share of its mean over the region (docs/protocol.md)
+
+
+def map_statistics(val_maps, region=None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, denominator) [H, W] of good validation maps for `postprocess.normalize: per_pixel`: the
+    denominator is the per-pixel standard deviation plus SPREAD_FLOOR of its mean over the region, so
+    pixels that never vary (background, a masked-out area) do not divide by ~0."""
+    maps = np.asarray(val_maps, np.float64)
+    if len(maps) < 2:
+        raise ValueError("postprocess.normalize: per_pixel needs at least 2 validation images for a spread; "
+                         "raise data.val_fraction")
+    mean, spread = maps.mean(0), maps.std(0)
+    inside = spread[region > 0] if region is not None else spread
+    floor = SPREAD_FLOOR * float(inside.mean()) + 1e-12
+    return mean.astype(np.float32), (spread + floor).astype(np.float32)
+
+
+def leave_one_out_normalized(val_maps, region=None) -> np.ndarray:
+    """Each validation map normalised by the statistics of all the others: what a new good image's
+    normalised map looks like, so the threshold chosen on them is not fitted to the statistics' own data."""
+    maps = np.asarray(val_maps, np.float64)
+    n = len(maps)
+    _, denominator = map_statistics(maps, region)
+    floor = (denominator - maps.std(0)).astype(np.float64)
+    total, squares = maps.sum(0), np.square(maps).sum(0)
+    out = np.empty(maps.shape, np.float32)
+    for i, x in enumerate(maps):
+        mean = (total - x) / (n - 1)
+        spread = np.sqrt(np.maximum((squares - x * x) / (n - 1) - mean * mean, 0.0))
+        out[i] = np.maximum((x - mean) / (spread + floor), 0.0)
+    return out
+
+
+def fit(val_maps, min_area: int, normalize: str = "none", region=None) -> tuple[dict, np.ndarray]:
+    """(calibration, the maps its threshold was chosen on) from good validation maps as the detector and
+    smoothing give them; `normalize: per_pixel` adds the map statistics ("map_mean", "map_denominator")
+    and chooses the threshold on leave-one-out normalised maps."""
+    if normalize != "per_pixel":
+        return calibrate(val_maps, min_area), np.asarray(val_maps, np.float32)
+    mean, denominator = map_statistics(val_maps, region)
+    held_out = leave_one_out_normalized(val_maps, region)
+    result = calibrate(held_out, min_area)
+    result.update(map_mean=mean, map_denominator=denominator)
+    return result, held_out
+
+
 def finetune_curves(val_maps, n_thresholds: int = 100) -> dict:
     """Number of regions and their mean/std area versus threshold (§3.f), to help choose min_area."""
     val_maps = np.asarray(val_maps)

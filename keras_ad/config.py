@@ -31,11 +31,17 @@ class Field:
     high: float | None = None
     allow: tuple = ()  # special literal values accepted besides `kind`, e.g. ("auto",)
     doc: str = ""
+    items: Field | None = None  # a list value: the Field every item must pass
+    length: int | None = None  # a list value: its required length
 
     def check(self, value, source, key):
         if value in self.allow:
             return value
-        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if isinstance(value, (list, tuple)) and self.items is not None and list in _kinds(self):
+            if self.length is not None and len(value) != self.length:
+                raise ConfigError(source, key, f"expected {self.length} items, got {list(value)!r}")
+            return [self.items.check(item, source, f"{key}[{i}]") for i, item in enumerate(value)]
+        kinds = _kinds(self)
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if kinds == (str,) and isinstance(value, int) and not isinstance(value, bool):
@@ -51,13 +57,24 @@ class Field:
         return value
 
 
+def _kinds(field) -> tuple:
+    return field.kind if isinstance(field.kind, tuple) else (field.kind,)
+
+
 def _kind_name(field):
-    kinds = field.kind if isinstance(field.kind, tuple) else (field.kind,)
-    names = [k.__name__ for k in kinds] + [repr(a) for a in field.allow]
+    names = [k.__name__ for k in _kinds(field)] + [repr(a) for a in field.allow]
+    if field.items is not None and field.length:
+        names = [f"[{', '.join([field.items.kind.__name__] * field.length)}]" if n == "list" else n for n in names]
     return " or ".join(names)
 
 
 OPTIONAL = (None,)
+
+
+def _size(default, doc, low=32, high=4096, allow=()) -> Field:
+    """A size in pixels: one int (square) or [height, width]."""
+    return Field(default, (int, list), low=low, high=high, allow=allow, doc=doc,
+                 items=Field(None, int, low=low, high=high), length=2)
 
 # The common sections. Detector parameters live in DETECTOR_PARAMS, chosen by `detector.name`.
 SCHEMA: dict[str, dict[str, Field]] = {
@@ -72,7 +89,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                                   "place of data.root: keras:mnist|fashion_mnist|cifar10, a .npz, "
                                                   "cifar-10-python.tar.gz, coil100:|celeba:|lsun:<folder> (§1.a)"),
         "category": Field(None, allow=OPTIONAL, doc="MVTec category sub-folder (mvtec layout)"),
-        "image_size": Field(256, int, low=32, high=1024, doc="model input side; 256 in §3.a"),
+        "image_size": _size(256, "size every image is resized to: a side, or [height, width] for non-square "
+                                 "images (each detector's multiples: docs/protocol.md#image-size); 256 in §3.a"),
+        "patch_size": _size(None, "texture patches: train on random patches of this size cut from the images at "
+                                  "image_size and score by a sliding window whose maps are averaged in the scoring "
+                                  "graph (MVTec AD: 128 of 512, docs/protocol.md#patches); null: whole images",
+                            allow=OPTIONAL),
+        "patch_stride": _size(AUTO, "sliding-window step when scoring patches; auto = a quarter of patch_size "
+                                    "(MVTec AD: 30 on 128-pixel patches)", low=1, allow=(AUTO,)),
         "channels": Field(1, int, choices=(1, 3), doc="1 = grey, 3 = RGB"),
         "resize": Field("bilinear", choices=("bilinear", "area", "nearest"),
                         doc="antialiased bilinear by default (§3.i.6); nearest = the repo's Keras default"),
@@ -140,6 +164,15 @@ SCHEMA: dict[str, dict[str, Field]] = {
                            doc="map -> image score; auto = cae max (§3.g), ganomaly2d mean (§4.2), anogan "
                                "detector (its own score: the search loss, §2.e)"),
         "topk_percent": Field(1.0, float, low=0.01, high=100.0, doc="for topk_mean"),
+        "normalize": Field("none", choices=("none", "per_pixel"),
+                           doc="per_pixel: the map becomes max(0, (map - mean) / spread) with the per-pixel mean and "
+                               "spread of the good validation maps, set at calibration and carried in the scoring "
+                               "graph (docs/protocol.md#normalisation)"),
+        "border": Field(0, int, low=0, high=1024, doc="pixels along each edge of the map (at data.image_size) that "
+                                                      "never count: convolutions' zero padding makes edges noisy"),
+        "roi_mask": Field(None, allow=OPTIONAL, doc="region of interest: an image file, white where defects count; "
+                                                    "data.image_size or the same aspect ratio; pixels outside never "
+                                                    "count (docs/protocol.md#region-of-interest)"),
     },
     "calibrate": {
         "min_area": Field(1, int, low=1, doc="A_min of §3.e, pixels at data.image_size"),
@@ -280,6 +313,34 @@ class Section:
         raise AttributeError("config sections are read-only; change the YAML or pass --set")
 
 
+def as_shape(size) -> tuple[int, int]:
+    """(height, width) of a size given as one int or [height, width]."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+class DataSection(Section):
+    """The data section, with the sizes it implies as (height, width) pairs."""
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) every image is resized to."""
+        return as_shape(self._values["image_size"])
+
+    @property
+    def model_shape(self) -> tuple[int, int]:
+        """(height, width) of the detector's input: the patch size when texture patches are on."""
+        patch = self._values["patch_size"]
+        return as_shape(patch) if patch is not None else self.image_shape
+
+    @property
+    def patch_stride_shape(self) -> tuple[int, int]:
+        """(row step, column step) of the scoring window; `auto` = a quarter of the patch (MVTec AD)."""
+        stride = self._values["patch_stride"]
+        if stride == AUTO:
+            return tuple(max(1, side // 4) for side in self.model_shape)
+        return as_shape(stride)
+
+
 class Config:
     """The validated configuration of one run. `cfg.data.image_size`, `cfg.detector.loss`, ..."""
 
@@ -287,7 +348,7 @@ class Config:
         self._values = values
         self.source = source
         for name, section in values.items():
-            setattr(self, name, Section(section))
+            setattr(self, name, DataSection(section) if name == "data" else Section(section))
 
     def to_dict(self):
         return copy.deepcopy(self._values)
@@ -367,21 +428,76 @@ def _check_section(section, given, fields, source):
             for key, field in fields.items()}
 
 
-def _check_piad_dims(det, size, source):
-    """Each width list needs log2(2·size / max(latent_res, 4)) entries (§1.b); size a power of two."""
-    if size & (size - 1):
-        raise ConfigError(source, "data.image_size", f"piad needs a power of two (32, 64, ...); got {size}")
+def _check_piad_dims(det, shape, key, source):
+    """Each width list needs log2(2·size / max(latent_res, 4)) entries (§1.b); a square power-of-two size."""
+    size = shape[0]
+    if shape[0] != shape[1] or size & (size - 1):
+        raise ConfigError(source, key, f"piad needs a square power of two (32, 64, ...); got {_shape_text(shape)}")
     r = det["latent_res"]
     if r != 1 and (r & (r - 1) or not 4 <= r <= size // 2):
         raise ConfigError(source, "detector.latent_res", f"needs 1 or a power of two from 4 to image_size / 2; got {r}")
     needed = (2 * size // max(r, 4)).bit_length() - 1
-    for key in ("generator_dims", "encoder_dims", "image_critic_dims"):
-        dims = det[key]
+    for name in ("generator_dims", "encoder_dims", "image_critic_dims"):
+        dims = det[name]
         if len(dims) != needed or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
-            raise ConfigError(source, f"detector.{key}", f"needs {needed} positive integers for {size}x{size} "
-                                                         f"images (§1.b); got {dims!r}")
+            raise ConfigError(source, f"detector.{name}", f"needs {needed} positive integers for {size}x{size} "
+                                                          f"images (§1.b); got {dims!r}")
     if not det["latent_critic_dims"] or not all(isinstance(d, int) and d > 0 for d in det["latent_critic_dims"]):
         raise ConfigError(source, "detector.latent_critic_dims", f"needs positive integers; got {det['latent_critic_dims']!r}")
+
+
+def _shape_text(shape) -> str:
+    return f"{shape[0]}x{shape[1]}" if shape[0] != shape[1] else str(shape[0])
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and not n & (n - 1)
+
+
+def _check_model_shape(det, data, shape, key, source):
+    """Each architecture's size rule for its input (the image, or the patch): docs/protocol.md#image-size."""
+    height, width = shape
+    name, text = det["name"], _shape_text(shape)
+    if name == "ganomaly2d" and det["latent"] == "2d" and (height % 16 or width % 16):
+        raise ConfigError(source, key, f"ganomaly2d downsamples 4 times: needs multiples of 16; got {text}")
+    if name == "ganomaly2d" and det["latent"] == "1d" and (height != width or not _is_power_of_two(height)):
+        raise ConfigError(source, key, f"the 1d (GANomaly, DCGAN) variant needs a square power of two; got {text}")
+    if name == "anogan" and (height % 16 or width % 16):
+        raise ConfigError(source, key, f"anogan's generator starts at image_size / 16 (§2.b): needs multiples of 16; "
+                                       f"got {text}")
+    if name == "piad":
+        _check_piad_dims(det, shape, key, source)
+    if name == "cae":
+        if det["architecture"] == "resnet":
+            if shape != (299, 299) or data["channels"] != 3:
+                raise ConfigError(source, key, "the resnet architecture needs image_size 299 and channels 3 (§3.b)")
+        elif not (_is_power_of_two(height) and _is_power_of_two(width)) or min(shape) < 32:
+            raise ConfigError(source, key, f"the mvtec architecture needs powers of two >= 32 (32, 64, ... 512, "
+                                           f"or [256, 128]); got {text}")
+        if det["loss"] == "mssim":
+            needed = 11 * 2 ** (det["mssim_scales"] - 1)
+            if min(shape) < needed:
+                raise ConfigError(source, "detector.mssim_scales",
+                                  f"{det['mssim_scales']} scales need image_size >= {needed}; "
+                                  f"lower detector.mssim_scales or use loss ssim")
+
+
+def _check_patches(data, det, source):
+    """Patches fit inside the image and the scoring window leaves no pixel out."""
+    image, patch = as_shape(data["image_size"]), data["patch_size"]
+    if patch is None:
+        return
+    patch = as_shape(patch)
+    if det["name"] == "lntra":
+        raise ConfigError(source, "data.patch_size", "lntra scores whole video frames; leave data.patch_size null")
+    if patch[0] > image[0] or patch[1] > image[1]:
+        raise ConfigError(source, "data.patch_size", f"{_shape_text(patch)} is larger than data.image_size "
+                                                     f"{_shape_text(image)}; use a patch that fits the image")
+    stride = data["patch_stride"]
+    if stride != AUTO and (as_shape(stride)[0] > patch[0] or as_shape(stride)[1] > patch[1]):
+        raise ConfigError(source, "data.patch_stride", f"{_shape_text(as_shape(stride))} is larger than the patch "
+                                                       f"{_shape_text(patch)}: pixels between windows would never "
+                                                       f"be scored; use at most the patch size")
 
 
 def _check_consistency(values, source):
@@ -395,41 +511,23 @@ def _check_consistency(values, source):
         raise ConfigError(source, "data.abnormal_class", "the one_class layout needs exactly one of "
                                                          "data.abnormal_class (that class is the anomaly, GANomaly) "
                                                          "and data.normal_class (that class is normal, PIAD)")
-    if det["name"] == "ganomaly2d":
-        if det["latent"] == "2d" and data["image_size"] % 16:
-            raise ConfigError(source, "data.image_size", f"ganomaly2d downsamples 4 times: needs a multiple of 16; "
-                                                         f"got {data['image_size']}")
-        if det["latent"] == "1d" and data["image_size"] & (data["image_size"] - 1):
-            raise ConfigError(source, "data.image_size", f"the 1d (GANomaly, DCGAN) variant needs a power of two; "
-                                                         f"got {data['image_size']}")
+    _check_patches(data, det, source)
+    image = as_shape(data["image_size"])
+    patched = data["patch_size"] is not None
+    model = as_shape(data["patch_size"]) if patched else image
+    _check_model_shape(det, data, model, "data.patch_size" if patched else "data.image_size", source)
     if (det["name"] == "lntra") != (data["layout"] == "video"):
         raise ConfigError(source, "data.layout", "lntra scores clips of videos and the video layout holds them: "
                                                  "use both or neither")
     if det["name"] == "lntra" and values["train"]["min_epoch_images"]:
         raise ConfigError(source, "train.min_epoch_images", "lntra trains on every clip once per epoch; leave it 0")
-    if det["name"] == "lntra" and (det["clip_length"] % 8 or data["image_size"] % 16 or data["channels"] != 1):
+    if det["name"] == "lntra" and (det["clip_length"] % 8 or image[0] % 16 or image[1] % 16 or data["channels"] != 1):
         raise ConfigError(source, "detector.clip_length", "lntra needs clip_length a multiple of 8, "
-                                                          "data.image_size a multiple of 16 and data.channels 1 (§5.a)")
-    if values["postprocess"]["reduction"] == "detector" and det["name"] not in ("anogan", "piad", "lntra"):
+                                                          "data.image_size multiples of 16 and data.channels 1 (§5.a)")
+    post = values["postprocess"]
+    if post["reduction"] == "detector" and det["name"] not in ("anogan", "piad", "lntra"):
         raise ConfigError(source, "postprocess.reduction", f"'detector' is AnoGAN's, PIAD's and LNTRA's own score; "
                                                            f"{det['name']} scores from its map: use max, topk_mean or mean")
-    if det["name"] == "piad":
-        _check_piad_dims(det, data["image_size"], source)
-    if det["name"] == "anogan" and data["image_size"] % 16:
-        raise ConfigError(source, "data.image_size", f"anogan's generator starts at image_size / 16 (§2.b): needs "
-                                                     f"a multiple of 16; got {data['image_size']}")
-    if det["name"] == "cae":
-        size = data["image_size"]
-        if det["architecture"] == "resnet":
-            if size != 299 or data["channels"] != 3:
-                raise ConfigError(source, "data.image_size",
-                                  "the resnet architecture needs image_size 299 and channels 3 (§3.b)")
-        elif size < 32 or size & (size - 1):
-            raise ConfigError(source, "data.image_size",
-                              f"the mvtec architecture needs a power of two >= 32 (32, 64, 128, 256, 512); got {size}")
-        if det["loss"] == "mssim":
-            needed = 11 * 2 ** (det["mssim_scales"] - 1)
-            if size < needed:
-                raise ConfigError(source, "detector.mssim_scales",
-                                  f"{det['mssim_scales']} scales need image_size >= {needed}; "
-                                  f"lower detector.mssim_scales or use loss ssim")
+    if 2 * post["border"] >= min(image):
+        raise ConfigError(source, "postprocess.border", f"{post['border']} px on each side leaves nothing of a "
+                                                        f"{_shape_text(image)} map; use less than {min(image) // 2}")

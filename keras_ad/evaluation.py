@@ -8,7 +8,7 @@ import numpy as np
 
 from keras_ad import calibration, metrics, plots
 from keras_ad.data import layouts, pipeline
-from keras_ad.runs import CALIBRATION, REPORT, atomic_save, atomic_write, write_json
+from keras_ad.runs import REPORT, atomic_save, atomic_write, write_json
 from keras_ad.scoring import Scorer
 
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
@@ -27,15 +27,31 @@ def calibrate_run(run, cfg, scorer, min_area=None) -> dict:
         from keras_ad.errors import UsageError
 
         raise UsageError(f"{run.path}: no validation images to calibrate on; train with data.val_fraction > 0")
-    maps = scorer.score_preprocessed(val_images)["anomaly_map"]
-    result = calibration.calibrate(maps, min_area)
+    result, maps = fit_variant(scorer, cfg, "default", val_images, min_area)
     other_variants = [v for v in scorer.detector.variants if v != "default"]
     if other_variants:  # each scoring graph gets its own threshold on the same good images
         result["variants"] = {}
         for variant in other_variants:
-            variant_maps = Scorer(scorer.detector, cfg, variant=variant).score_preprocessed(val_images)["anomaly_map"]
-            result["variants"][variant] = {"pixel_threshold": calibration.calibrate(variant_maps, min_area)["pixel_threshold"]}
+            own, _ = fit_variant(scorer, cfg, variant, val_images, min_area)
+            result["variants"][variant] = {k: v for k, v in own.items() if k not in ("min_area", "n_validation_images")}
     return finish_calibration(run, scorer, maps, result, f"{len(val_images)} good validation images")
+
+
+def fit_variant(scorer, cfg, variant, images, min_area) -> tuple[dict, np.ndarray]:
+    """`fit_maps` on the maps of pre-processed good `images` under an uncalibrated scorer of `variant` (a
+    calibrated one would already normalise them)."""
+    raw = Scorer(scorer.detector, cfg, variant=variant)
+    return fit_maps(raw.score_preprocessed(images)["anomaly_map"], cfg, min_area, raw.region)
+
+
+def fit_maps(maps, cfg, min_area, region) -> tuple[dict, np.ndarray]:
+    """calibration.fit with the config's normalisation; (its result, the maps the threshold saw)."""
+    try:
+        return calibration.fit(maps, min_area, cfg.postprocess.normalize, region)
+    except ValueError as e:
+        from keras_ad.errors import UsageError
+
+        raise UsageError(str(e)) from None
 
 
 def finish_calibration(run, scorer, maps, result, what) -> dict:
@@ -44,9 +60,10 @@ def finish_calibration(run, scorer, maps, result, what) -> dict:
     t = result["pixel_threshold"]
     hists = {f"t = {f:g}·threshold": calibration.areas_at(maps, f * t) for f in (0.5, 0.75, 0.9, 1.0)}
     atomic_save(run.file("plots", "calibration.png"), lambda p: plots.finetune_plots(curves, hists, result, p))
-    write_json(run.file(CALIBRATION), result)
+    run.write_calibration(result)
     scorer.calibration = result
-    print(f"calibrated on {what}: pixel threshold {t:.6g}, min area {result['min_area']} px", flush=True)
+    normalized = ", maps normalised per pixel (leave-one-out)" if "map_mean" in result else ""
+    print(f"calibrated on {what}: pixel threshold {t:.6g}, min area {result['min_area']} px{normalized}", flush=True)
     return result
 
 
@@ -108,7 +125,8 @@ def _plots(run, cfg, scorer, test, out, report):
     rows = _pick_overlay_rows(defects, cfg.evaluate.overlay_images)
     if not rows:
         return
-    panels = scorer.detector.sample_panels(test["images"][rows])
+    # a patch model reconstructs windows, not whole images: its rows show the stitched map only
+    panels = {} if cfg.data.patch_size else scorer.detector.sample_panels(test["images"][rows])
     predicted = None
     if scorer.calibration:
         predicted = out["anomaly_map"][rows] > scorer.calibration["pixel_threshold"]

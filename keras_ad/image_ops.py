@@ -66,10 +66,12 @@ def separable_apply(images, rows_matrix, cols_matrix):
     return tf.transpose(x, [0, 3, 2, 1])
 
 
-def resize(images, size: int, method: str = "bilinear"):
-    """Resize [N, H, W, C] float images to [N, size, size, C]; H and W may be unknown until run time."""
+def resize(images, size, method: str = "bilinear"):
+    """Resize [N, H, W, C] float images to [N, height, width, C] (`size`: a side or (height, width));
+    H and W may be unknown until run time."""
+    height, width = (size, size) if isinstance(size, int) else size
     shape = tf.shape(images)
-    return separable_apply(images, resize_matrix(shape[1], size, method), resize_matrix(shape[2], size, method))
+    return separable_apply(images, resize_matrix(shape[1], height, method), resize_matrix(shape[2], width, method))
 
 
 def defect_decision(maps, threshold, min_area: int):

@@ -14,6 +14,8 @@ import os
 import sys
 import tempfile
 
+import numpy as np
+
 from keras_ad import config as config_lib
 from keras_ad import ownership
 from keras_ad.errors import UsageError
@@ -21,6 +23,7 @@ from keras_ad.errors import UsageError
 CONFIG = "config.yaml"
 WEIGHTS = "model.weights.h5"
 CALIBRATION = "calibration.json"
+CALIBRATION_ARRAYS = "calibration.npz"  # per-pixel map statistics (postprocess.normalize), beside the JSON
 REPORT = "report.json"
 
 
@@ -83,6 +86,23 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _split_arrays(calibration: dict) -> tuple[dict, dict]:
+    """({"key" or "variant/key": array}, the rest as plain JSON values)."""
+    arrays, plain = {}, {}
+    for key, value in calibration.items():
+        if isinstance(value, np.ndarray):
+            arrays[key] = value
+        elif key == "variants":
+            plain[key] = {}
+            for variant, own in value.items():
+                own_arrays, own_plain = _split_arrays(own)
+                arrays.update({f"{variant}/{k}": v for k, v in own_arrays.items()})
+                plain[key][variant] = own_plain
+        else:
+            plain[key] = value
+    return arrays, plain
+
+
 class Run:
     """Paths and helpers of one run folder."""
 
@@ -141,6 +161,25 @@ class Run:
 
     def config(self):
         return config_lib.load(self.file(CONFIG))
+
+    def write_calibration(self, calibration: dict):
+        """calibration.json, and its arrays (a variant's under "<variant>/<key>") in calibration.npz."""
+        arrays, plain = _split_arrays(calibration)
+        if arrays:
+            atomic_save(self.file(CALIBRATION_ARRAYS), lambda p: np.savez(p, **arrays))
+            plain["arrays"] = CALIBRATION_ARRAYS
+        write_json(self.file(CALIBRATION), plain)
+
+    def read_calibration(self) -> dict | None:
+        """calibration.json with its arrays back in place; None when the run was never calibrated."""
+        calibration = self.read_json(CALIBRATION)
+        if not calibration or "arrays" not in calibration:
+            return calibration
+        with np.load(self.file(calibration.pop("arrays"))) as arrays:
+            for key in arrays.files:
+                variant, _, name = key.rpartition("/")
+                (calibration["variants"][variant] if variant else calibration)[name] = arrays[key]
+        return calibration
 
     def read_json(self, name):
         path = self.file(name)

@@ -151,6 +151,9 @@ def _hms(seconds):
 # ---------------------------------------------------------------- entry point
 def train(cfg, run: Run, resume: bool = False):
     """Train `cfg`'s detector into `run`; returns the trained detector."""
+    from keras_ad import roi
+
+    roi.region_of_interest(cfg.postprocess, cfg.data.image_shape)  # a bad ROI mask fails now, not after training
     strategy = select_strategy(cfg.train.strategy)  # first: a multi-worker one must precede other TF work
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.deterministic:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_ad import calibration, metrics, plots
+from keras_ad import metrics, plots
 from keras_ad.data import layouts, video
 from keras_ad.detectors.lntra import online_normaliser, online_score, per_video_minmax, scored_frames
-from keras_ad.evaluation import finish_calibration
+from keras_ad.evaluation import finish_calibration, fit_maps
 from keras_ad.runs import atomic_save
+from keras_ad.scoring import Scorer
 
 
 def score_video(scorer, frames, clip_length):
@@ -34,9 +35,9 @@ def calibrate(run, cfg, scorer, min_area=None) -> dict:
     min_area = min_area or cfg.calibrate.min_area
     videos, kind = _calibration_videos(cfg)
     prepare = video.frame_preprocessor(cfg.data)
-    outs = [score_video(scorer, video.load_frames(v, prepare), scorer.detector.clip_length) for v in videos]
-    maps = np.concatenate([o["anomaly_map"] for o in outs])
-    result = calibration.calibrate(maps, min_area)
+    raw = Scorer(scorer.detector, cfg)  # uncalibrated: maps before any normalisation
+    outs = [score_video(raw, video.load_frames(v, prepare), scorer.detector.clip_length) for v in videos]
+    result, maps = fit_maps(np.concatenate([o["anomaly_map"] for o in outs]), cfg, min_area, raw.region)
     result["online_psnr_range"] = list(online_normaliser(-np.concatenate([o["score"] for o in outs])))
     result["calibration_videos"] = kind
     low, high = result["online_psnr_range"]
@@ -64,7 +65,7 @@ def evaluate(run, cfg, scorer) -> dict:
         labels.append(v.labels[index])
         offline.append(per_video_minmax(psnr))
         online.append(online_score(psnr, psnr_range) if psnr_range else np.full(len(psnr), np.nan))
-        video_masks = video.load_masks(v, cfg.data.image_size)
+        video_masks = video.load_masks(v, cfg.data.image_shape)
         if video_masks is not None:  # maps are kept only where pixel metrics need them (memory)
             maps.append(out["anomaly_map"])
             masks.append(video_masks[index])

@@ -174,7 +174,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     steps = detector.search_steps if args.steps is None else args.steps
-    shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
+    shape = (*cfg.data.model_shape, cfg.data.channels)
     if test is None:  # untrained: the time of a step does not depend on the weights or the pixels
         images = np.random.default_rng(0).random((args.images, *shape), dtype=np.float32)
     else:

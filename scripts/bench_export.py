@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         print(f"{name:14s} {latency * 1e3:8.2f} ms/image at batch 1, {throughput:7.0f} images/s at batch 8",
               file=sys.stderr, flush=True)
     header = (f"Run `{scorer.cfg.run.dir}` ({scorer.cfg.detector.name}), input uint8 {images.shape[1]}x"
-              f"{images.shape[2]}x{images.shape[3]} resized in-graph to {scorer.image_size}, "
+              f"{images.shape[2]}x{images.shape[3]} resized in-graph to {'x'.join(map(str, scorer.image_shape))}, "
               f"{flops / 1e6:.0f} MFLOP / image; {platform.processor() or platform.machine()}, "
               f"{THREADS} CPU threads; measured in one process in {time.perf_counter() - started:.0f} s.")
     table = markdown(rows, flops, header)

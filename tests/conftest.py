@@ -56,6 +56,16 @@ TINY_DETECTORS = {
     "lntra": {"name": "lntra", "clip_length": 8, "widths": [4, 4, 8, 8], "skip_frame": 0.2, "patch": 0.2,
               "intruders": "digits", "max_size": 0.5},
 }
+# Tiny runs that exercise the real-image protocol (docs/protocol.md) on top of a tiny detector: a
+# non-square input, texture patches stitched in the graph, a region of interest with a border, and
+# per-pixel map normalisation. The export suite runs on them as on every detector.
+TINY_PROTOCOLS = {
+    "cae_protocol": {"detector": "cae",
+                     "data": {"image_size": [32, 64], "patch_size": 32, "patch_stride": 16},
+                     "postprocess": {"normalize": "per_pixel", "border": 1, "smoothing_sigma": 1.0,
+                                     "reduction": "topk_mean"}},
+}
+ROI_MASK_SHAPE = (64, 128)  # drawn at twice data.image_size, the same aspect ratio
 VIDEO_DETECTORS = ("lntra",)  # trained on tiny_video (clips), not tiny_data
 DETECTOR_SCORE = ("anogan", "piad", "lntra")  # detectors whose paper defines the image score (postprocess.reduction: detector)
 
@@ -165,6 +175,17 @@ def tiny_config_dict(data_root, run_dir, detector_name="cae", **sections):
     return cfg
 
 
+def write_roi_mask(path, shape=ROI_MASK_SHAPE):
+    """A region of interest: white but for the left eighth of the image (black, never counts)."""
+    import numpy as np
+    from PIL import Image
+
+    mask = np.full(shape, 255, np.uint8)
+    mask[:, :shape[1] // 8] = 0
+    Image.fromarray(mask).save(path)
+    return path
+
+
 def write_config(path, cfg_dict):
     path.write_text(yaml.safe_dump(cfg_dict))
     return path
@@ -198,7 +219,14 @@ def train_tiny(tiny_data, tiny_video, tmp_path_factory):
             folder = tmp_path_factory.mktemp(f"trained-{detector}")
             video = detector in VIDEO_DETECTORS
             data = {"layout": "video", "root": tiny_video, "channels": 1, "val_fraction": 0.3} if video else {}
-            config = write_config(folder / "tiny.yaml", tiny_config_dict(tiny_data, folder / "run", detector, data=data))
+            if detector in TINY_PROTOCOLS:
+                protocol = TINY_PROTOCOLS[detector]
+                postprocess = {**protocol["postprocess"], "roi_mask": str(write_roi_mask(folder / "roi.png"))}
+                cfg = tiny_config_dict(tiny_data, folder / "run", protocol["detector"], data=protocol["data"],
+                                       postprocess=postprocess)
+            else:
+                cfg = tiny_config_dict(tiny_data, folder / "run", detector, data=data)
+            config = write_config(folder / "tiny.yaml", cfg)
             result = CliRunner().invoke(main, ["train", "--config", str(config)])
             assert result.exit_code == 0, result.output
             runs[detector] = folder / "run"

@@ -20,12 +20,12 @@ def _cfg(size=32, channels=3, filters=8, **detector):
 
 def test_paper_shapes_at_64x64():
     """§2.b: G starts at 4x4x512 and ends at 64x64xc; f(x) is D's 4x4x512 map; one logit."""
-    g = a.generator(64, 3, 64, 100)
+    g = a.generator((64, 64), 3, 64, 100)
     assert g.layers[2].output.shape == (None, 4, 4, 512)
     assert g.output_shape == (None, 64, 64, 3)
-    d, f = a.discriminator(64, 3, 64)
+    d, f = a.discriminator((64, 64), 3, 64)
     assert f.output_shape == (None, 4, 4, 512) and d.output_shape == (None, 1)
-    assert a.encoder(64, 3, 64, 100).output_shape == (None, 100)
+    assert a.encoder((64, 64), 3, 64, 100).output_shape == (None, 100)
     batch_norms = [layer for layer in g.layers + d.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(batch_norms) == 4 + 3  # none after D's first conv
     assert all(bn.epsilon == 1e-5 and bn.momentum == 0.9 for bn in batch_norms)  # §0.1.4
@@ -37,7 +37,7 @@ def test_paper_defaults_and_config_checks():
     assert (det.latent_dim, det.discrimination_weight, det.generator_updates) == (100, 0.1, 2)
     assert (det.search_steps, det.search_lr, det.search_init) == (500, 0.02, "random")
     assert (cfg.train.learning_rate, cfg.train.lr_decay, cfg.postprocess.reduction) == (2e-4, 0.0, "detector")
-    with pytest.raises(config.ConfigError, match="multiple of 16"):
+    with pytest.raises(config.ConfigError, match="multiples of 16"):
         _cfg(size=40)
     with pytest.raises(config.ConfigError, match="own score"):
         config.validate({"data": {"root": "/x"}, "postprocess": {"reduction": "detector"}})

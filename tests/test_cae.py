@@ -10,14 +10,16 @@ from keras_ad.errors import UsageError
 from keras_ad.losses.reconstruction import residual_map
 
 
-@pytest.mark.parametrize("size, down_convs", [(32, 2), (64, 3), (128, 4), (256, 5)])
-def test_mvtec_autoencoder_shapes(size, down_convs):
-    encoder, decoder = cae.mvtec_autoencoder(size, 1, latent_dim=100)
+@pytest.mark.parametrize("shape, down_convs", [((32, 32), 2), ((64, 64), 3), ((128, 128), 4), ((256, 256), 5),
+                                               ((128, 64), 3), ((32, 128), 2)])
+def test_mvtec_autoencoder_shapes(shape, down_convs):
+    """§3.b's table for squares; a non-square input halves to 8 on its short side and keeps one latent code."""
+    encoder, decoder = cae.mvtec_autoencoder(shape, 1, latent_dim=100)
     assert encoder.output.shape[1:] == (1, 1, 100)
-    assert decoder.output.shape[1:] == (size, size, 1)
+    assert decoder.output.shape[1:] == (*shape, 1)
     strided = [layer for layer in encoder.layers if getattr(layer, "strides", (1, 1)) == (2, 2)]
     assert len(strided) == down_convs
-    if size == 256:  # the repo's table: 10 encoder convs and 10 decoder transposed convs
+    if shape == (256, 256):  # the repo's table: 10 encoder convs and 10 decoder transposed convs
         assert sum(isinstance(layer, keras.layers.Conv2D) for layer in encoder.layers) == 10
         assert sum(isinstance(layer, keras.layers.Conv2DTranspose) for layer in decoder.layers) == 10
 

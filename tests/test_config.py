@@ -24,7 +24,7 @@ def test_defaults_are_the_papers(tmp_path):
     ("data: {root: /x, colour: 3}\n", "data.colour", "unknown key"),
     ("data: {root: /x}\ntrian: {}\n", "trian", "unknown section"),
     ("data: {root: /x, image_size: big}\n", "data.image_size", "expected int"),
-    ("data: {root: /x, image_size: 48}\n", "data.image_size", "power of two"),
+    ("data: {root: /x, image_size: 48}\n", "data.image_size", "powers of two"),
     ("data: {root: /x, val_fraction: 1.5}\n", "data.val_fraction", "must be in"),
     ("data: {root: /x}\ntrain: {strategy: tpu}\n", "train.strategy", "must be one of"),
     ("data: {root: /x}\ntrain: {augment: 3}\n", "train.augment", "expected bool"),

@@ -36,7 +36,7 @@ def test_paper_defaults_per_variant():
     assert (one.detector.w_adv, one.detector.w_con, one.detector.w_enc) == (1.0, 50.0, 1.0)
     assert (two.train.learning_rate, one.train.learning_rate, two.train.lr_decay) == (1e-4, 2e-4, 0.0)
     assert two.postprocess.reduction == "mean"
-    with pytest.raises(config.ConfigError, match="multiple of 16"):
+    with pytest.raises(config.ConfigError, match="multiples of 16"):
         config.validate({"data": {"root": "/x", "image_size": 40}, "detector": {"name": "ganomaly2d"}})
 
 

@@ -132,12 +132,11 @@ def test_clips_score_their_centre_frame_and_the_edges_leave_the_auc():
 
 
 def test_autoencoder_shapes_of_section_5b():
-    net = lntra.autoencoder(16, 256, widths=(4, 4, 8, 8))
+    net = lntra.autoencoder(16, (256, 256), widths=(4, 4, 8, 8))
     shapes = [layer.output.shape[1:] for layer in net.layers if "conv3d" in layer.name and "transpose" not in layer.name]
     assert shapes == [(16, 128, 128, 4), (8, 64, 64, 4), (4, 32, 32, 8), (2, 16, 16, 8)]
     assert net.output_shape == (None, 16, 256, 256, 1) and net.layers[-1].activation.__name__ == "tanh"
-    with pytest.raises(ValueError, match="multiple of 8 frames"):
-        lntra.autoencoder(12, 256)
+    assert lntra.autoencoder(8, (32, 48), widths=(4, 4, 8, 8)).output_shape == (None, 8, 32, 48, 1)  # non-square
 
 
 def test_strided_layers_sample_the_positions_of_pytorchs_padding_1():
@@ -169,7 +168,7 @@ def test_mirrored_step_equals_one_device_step(two_replicas):
 
     def one_step(strategy, initial, inputs, targets):
         with strategy.scope():
-            model = lntra.LNTRA(lntra.autoencoder(8, 16, widths=(4, 4, 8, 8)))
+            model = lntra.LNTRA(lntra.autoencoder(8, (16, 16), widths=(4, 4, 8, 8)))
             model.set_weights(initial)
             model.install_optimizers(lambda name: keras.optimizers.SGD(0.1))
         data = tf.data.Dataset.from_tensor_slices(np.stack([inputs, targets], 1)).batch(len(inputs))
@@ -177,7 +176,7 @@ def test_mirrored_step_equals_one_device_step(two_replicas):
         return model.get_weights()
 
     keras.utils.set_random_seed(0)
-    initial = lntra.LNTRA(lntra.autoencoder(8, 16, widths=(4, 4, 8, 8))).get_weights()
+    initial = lntra.LNTRA(lntra.autoencoder(8, (16, 16), widths=(4, 4, 8, 8))).get_weights()
     rng = np.random.default_rng(0)
     inputs = rng.random((8, 8, 16, 16)).astype(np.float32)
     targets = np.clip(inputs + rng.normal(0, 0.1, inputs.shape), 0, 1).astype(np.float32)
@@ -187,7 +186,7 @@ def test_mirrored_step_equals_one_device_step(two_replicas):
 
 def test_initialisation_is_pytorchs_default():
     """Kernels and biases U(±1/sqrt(fan_in)) with PyTorch's fan_in: 27·in for conv3d, 27·out for its transpose."""
-    net = lntra.autoencoder(16, 64, widths=(8, 8, 16, 16))
+    net = lntra.autoencoder(16, (64, 64), widths=(8, 8, 16, 16))
     conv = next(layer for layer in net.layers if layer.name.startswith("conv3d") and "transpose" not in layer.name)
     last = [layer for layer in net.layers if "transpose" in layer.name][-1]  # 8 -> 1 channel
     for layer, fan_in in ((conv, 27 * 1), (last, 27 * 1)):

@@ -64,7 +64,7 @@ def test_synthetic_videos_are_deterministic_and_labelled(tmp_path):
     _, _, test = video.discover(root)
     for v in test:
         assert 0 < v.labels.sum() < len(v.labels)
-        masks = video.load_masks(v, 64)
+        masks = video.load_masks(v, (64, 64))
         assert (masks.reshape(len(v.labels), -1).any(1) == v.labels.astype(bool)).all()  # masked iff labelled
     first, second = (open(f"{r}/testing/frames/02/0010.png", "rb").read() for r in (root, again))
     assert first == second

@@ -110,17 +110,19 @@ def prepare_frames(raw, preprocess, chunk=64) -> np.ndarray:
                            for i in range(0, len(raw), chunk)])
 
 
-def load_masks(video: Video, size) -> np.ndarray | None:
-    """Pixel masks [n, S, S] bool (nearest resize), all-False where a frame has none; None without masks."""
+def load_masks(video: Video, shape) -> np.ndarray | None:
+    """Pixel masks [n, h, w] bool at `shape` (nearest resize), all-False where a frame has none; None
+    without masks."""
     if video.masks is None:
         return None
     from PIL import Image
 
-    out = np.zeros((len(video.frames), size, size), bool)
+    out = np.zeros((len(video.frames), *shape), bool)
     for t, path in enumerate(video.masks):
         if path:
             mask = read_mask(path, Image.open(video.frames[t]).size[::-1])
-            out[t] = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 127
+            resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((shape[1], shape[0]), Image.NEAREST)
+            out[t] = np.asarray(resized) > 127
     return out
 
 
@@ -134,7 +136,7 @@ def frame_preprocessor(data_cfg):
     """The scoring graph's pre-processing of one frame (grey, resized): what a device computes."""
     from keras_ad.scoring import preprocess
 
-    return lambda frames: preprocess(frames, data_cfg.image_size, 1, data_cfg.resize, data_cfg.center_crop)
+    return lambda frames: preprocess(frames, data_cfg.image_shape, 1, data_cfg.resize, data_cfg.center_crop)
 
 
 def training_data(cfg, clip_length, batch_size):
@@ -158,7 +160,7 @@ def training_data(cfg, clip_length, batch_size):
     if len(sampler) < batch_size:
         raise DataError(f"only {len(sampler)} clips of {clip_length} frames in the training videos but a step "
                         f"takes {batch_size}; lower train.batch_size or add videos")
-    spec = tf.TensorSpec((clip_length, cfg.data.image_size, cfg.data.image_size), tf.float32)
+    spec = tf.TensorSpec((clip_length, *cfg.data.image_shape), tf.float32)
     dataset = tf.data.Dataset.from_generator(sampler.epoch, output_signature=(spec, spec))
     # one tensor [N, 2, T, H, W] (input, target), not an (x, y) pair: Keras cannot build from a
     # PerReplica pair under MultiWorkerMirroredStrategy (stack.md §3)

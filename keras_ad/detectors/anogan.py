@@ -42,12 +42,12 @@ DOWNSAMPLING = 16  # four stride-2 stages: the generator starts at size / 16
 
 
 # ---------------------------------------------------------------- networks (§2.b)
-def generator(size, channels, filters, latent_dim, name="generator"):
-    """dense -> (size/16)² x 8f, BN, ReLU; 3 x (deconv 5x5 s2, BN, ReLU) halving the width; deconv -> tanh."""
-    side = size // DOWNSAMPLING
+def generator(shape, channels, filters, latent_dim, name="generator"):
+    """dense -> (h/16 x w/16) x 8f, BN, ReLU; 3 x (deconv 5x5 s2, BN, ReLU) halving the width; deconv -> tanh."""
+    rows, cols = shape[0] // DOWNSAMPLING, shape[1] // DOWNSAMPLING
     z = keras.Input((latent_dim,))
-    x = layers.Dense(side * side * filters * 8, kernel_initializer=DCGAN_INIT)(z)
-    x = layers.ReLU()(layers.BatchNormalization(**BATCH_NORM)(layers.Reshape((side, side, filters * 8))(x)))
+    x = layers.Dense(rows * cols * filters * 8, kernel_initializer=DCGAN_INIT)(z)
+    x = layers.ReLU()(layers.BatchNormalization(**BATCH_NORM)(layers.Reshape((rows, cols, filters * 8))(x)))
     for width in (filters * 4, filters * 2, filters):
         x = layers.Conv2DTranspose(width, KERNEL, strides=2, padding="same", kernel_initializer=DCGAN_INIT)(x)
         x = layers.ReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
@@ -56,9 +56,9 @@ def generator(size, channels, filters, latent_dim, name="generator"):
     return keras.Model(z, float32_output(x), name=name)
 
 
-def conv_stack(size, channels, filters, name):
-    """conv 5x5 s2 -> f, LReLU; 3 x (conv 5x5 s2, BN, LReLU) doubling the width: [N, size/16, size/16, 8f]."""
-    image = keras.Input((size, size, channels))
+def conv_stack(shape, channels, filters, name):
+    """conv 5x5 s2 -> f, LReLU; 3 x (conv 5x5 s2, BN, LReLU) doubling the width: [N, h/16, w/16, 8f]."""
+    image = keras.Input((*shape, channels))
     x = MaxLeakyReLU()(layers.Conv2D(filters, KERNEL, strides=2, padding="same", kernel_initializer=CONV_INIT)(image))
     for width in (filters * 2, filters * 4, filters * 8):
         x = layers.Conv2D(width, KERNEL, strides=2, padding="same", kernel_initializer=CONV_INIT)(x)
@@ -66,16 +66,16 @@ def conv_stack(size, channels, filters, name):
     return keras.Model(image, float32_output(x), name=name)
 
 
-def discriminator(size, channels, filters, name="discriminator"):
+def discriminator(shape, channels, filters, name="discriminator"):
     """(logit model, feature model f): the conv stack, then flatten + dense -> 1 logit (§2.b)."""
-    features = conv_stack(size, channels, filters, f"{name}_features")
+    features = conv_stack(shape, channels, filters, f"{name}_features")
     logit = layers.Dense(1, kernel_initializer=DCGAN_INIT)(layers.Flatten()(features.output))
     return keras.Model(features.input, float32_output(logit), name=name), features
 
 
-def encoder(size, channels, filters, latent_dim, name="encoder"):
+def encoder(shape, channels, filters, latent_dim, name="encoder"):
     """The discriminator's conv stack, then dense -> latent with tanh (f-AnoGAN's izi encoder; ours)."""
-    stack = conv_stack(size, channels, filters, f"{name}_stack")
+    stack = conv_stack(shape, channels, filters, f"{name}_stack")
     z = layers.Dense(latent_dim, kernel_initializer=DCGAN_INIT, activation="tanh")(layers.Flatten()(stack.output))
     return keras.Model(stack.input, float32_output(z), name=name)
 
@@ -297,10 +297,10 @@ class AnoGAN(Detector):
 
 def from_config(cfg):
     det, data = cfg.detector, cfg.data
-    size, channels, filters, latent = data.image_size, data.channels, det.filters, det.latent_dim
-    critic, features = discriminator(size, channels, filters)
-    return AnoGAN(generator(size, channels, filters, latent), critic, features,
-                  encoder(size, channels, filters, latent), latent_dim=latent,
+    shape, channels, filters, latent = data.model_shape, data.channels, det.filters, det.latent_dim
+    critic, features = discriminator(shape, channels, filters)
+    return AnoGAN(generator(shape, channels, filters, latent), critic, features,
+                  encoder(shape, channels, filters, latent), latent_dim=latent,
                   generator_updates=det.generator_updates, discrimination_weight=det.discrimination_weight,
                   search_steps=det.search_steps, search_lr=det.search_lr, search_restarts=det.search_restarts,
                   search_init=det.search_init, search_seed=det.search_seed,

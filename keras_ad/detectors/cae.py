@@ -64,23 +64,30 @@ def _leaky_conv(x, filters, kernel, stride, transpose=False):
     return layers.LeakyReLU(negative_slope=LEAKY_SLOPE)(x)
 
 
-def mvtec_autoencoder(image_size: int, channels: int, latent_dim: int = 100):
-    """Encoder and decoder of §3.b for a square power-of-two `image_size` >= 32."""
-    levels = int(math.log2(image_size // 8))  # stride-2 convs from image_size down to 8x8
+def mvtec_autoencoder(shape, channels: int, latent_dim: int = 100):
+    """Encoder and decoder of §3.b for `shape` (height, width), powers of two >= 32.
+
+    The stride-2 convs take the shorter side down to 8; a non-square input ends at an 8 x 8k grid, which
+    the latent conv (kernel = that grid, valid) still maps to one code of `latent_dim`, and the first
+    transposed conv (stride = that grid) maps back.
+    """
+    height, width = shape
+    levels = int(math.log2(min(shape) // 8))  # stride-2 convs from the shorter side down to 8
     extra = max(levels - 3, 0)
     encoder_rows = [(32, 4, 2)] * extra + (_ENCODER_CORE if levels >= 3 else _ENCODER_CORE[1:])
     decoder_rows = _DECODER_CORE if levels >= 3 else _DECODER_CORE[:4]
     decoder_rows = decoder_rows + [(32, 4, 2)] * extra
+    grid = (height >> levels, width >> levels)  # 8 x 8 for a square input
 
-    image = keras.Input((image_size, image_size, channels), name="image")
+    image = keras.Input((height, width, channels), name="image")
     x = image
     for row in encoder_rows:
         x = _leaky_conv(x, *row)
-    code = layers.Conv2D(latent_dim, 8, padding="valid", activation="relu", name="latent")(x)
+    code = layers.Conv2D(latent_dim, grid, padding="valid", activation="relu", name="latent")(x)
     encoder = keras.Model(image, float32_output(code), name="encoder")
 
     latent = keras.Input((1, 1, latent_dim), name="code")
-    y = WideStrideConvTranspose(32, 3, strides=8, padding="valid")(latent)  # 1x1 -> 8x8
+    y = WideStrideConvTranspose(32, 3, strides=grid, padding="valid")(latent)  # 1x1 -> the grid
     y = layers.LeakyReLU(negative_slope=LEAKY_SLOPE)(y)
     for row in decoder_rows:
         y = _leaky_conv(y, *row, transpose=True)
@@ -197,8 +204,8 @@ def from_config(cfg):
     if det.architecture == "resnet":
         encoder, decoder = resnet_autoencoder(det.encoder_weights)
     else:
-        encoder, decoder = mvtec_autoencoder(data.image_size, data.channels, det.latent_dim)
+        encoder, decoder = mvtec_autoencoder(data.model_shape, data.channels, det.latent_dim)
     model = CAE(encoder, decoder, loss=det.loss, residual=det.residual, mssim_scales=det.mssim_scales,
                 architecture=det.architecture, name="cae")
-    model(keras.ops.zeros((1, data.image_size, data.image_size, data.channels)))  # build
+    model(keras.ops.zeros((1, *data.model_shape, data.channels)))  # build
     return model

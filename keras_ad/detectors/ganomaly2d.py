@@ -271,15 +271,15 @@ class GANomaly(Detector):
         """2d: channel mean of |z - ẑ| blown up to the image (nearest, 16x16 blocks, §4.2), no batch
         normalisation. 1d: GANomaly's score mean (z - ẑ)² (§4.1) everywhere (it has no localisation)."""
         _, z, z_hat = self.call(images, training=False)
-        size = images.shape[1]
+        height, width = images.shape[1], images.shape[2]
         if self.latent == "1d":
             score = tf.reduce_mean(tf.square(z - z_hat), axis=[1, 2, 3])
-            return tf.broadcast_to(score[:, None, None], [tf.shape(score)[0], size, size])
+            return tf.broadcast_to(score[:, None, None], [tf.shape(score)[0], height, width])
         distance = tf.reduce_mean(tf.abs(z - z_hat), axis=-1)  # N, h, w
         h, w = distance.shape[1], distance.shape[2]
         blocks = tf.broadcast_to(distance[:, :, None, :, None],
-                                 [tf.shape(distance)[0], h, size // h, w, size // w])
-        return tf.reshape(blocks, [-1, size, size])
+                                 [tf.shape(distance)[0], h, height // h, w, width // w])
+        return tf.reshape(blocks, [-1, height, width])
 
     def sample_panels(self, images):
         x_hat, _, _ = self.call(images, training=False)
@@ -288,16 +288,17 @@ class GANomaly(Detector):
 
 def from_config(cfg):
     det, data = cfg.detector, cfg.data
-    size, channels, filters = data.image_size, data.channels, det.filters
+    (height, width), channels, filters = data.model_shape, data.channels, det.filters
+    size = height  # the 1d (DCGAN) variant is square (config check)
     if det.latent == "1d":
         encoder, _ = dcgan_encoder(size, channels, filters, det.latent_dim, "encoder")
         encoder2, _ = dcgan_encoder(size, channels, filters, det.latent_dim, "encoder2")
         discriminator, features = dcgan_encoder(size, channels, filters, 1, "discriminator")
         decoder = dcgan_decoder(size, channels, filters, det.latent_dim)
     else:
-        encoder = cycle_encoder(size, size, channels, filters, "encoder")
-        encoder2 = cycle_encoder(size, size, channels, filters, "encoder2")
+        encoder = cycle_encoder(height, width, channels, filters, "encoder")
+        encoder2 = cycle_encoder(height, width, channels, filters, "encoder2")
         decoder = cycle_decoder(encoder.output_shape[1:], channels, filters)
-        discriminator, features = patch_discriminator(size, size, channels, filters), None
+        discriminator, features = patch_discriminator(height, width, channels, filters), None
     return GANomaly(encoder, decoder, encoder2, discriminator, latent=det.latent, w_adv=det.w_adv,
                     w_con=det.w_con, w_enc=det.w_enc, discriminator_features=features, name="ganomaly2d")

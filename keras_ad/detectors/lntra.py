@@ -52,13 +52,11 @@ def _decode(x, filters, strides, last=False):
     return MaxLeakyReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
 
 
-def autoencoder(length, size, widths=WIDTHS, name="autoencoder"):
+def autoencoder(length, shape, widths=WIDTHS, name="autoencoder"):
     """[N, T, H, W, 1] in [-1, 1] -> the same shape: four encoding convolutions (strides (1,2,2), then 2),
-    four transposed ones back, BN + LeakyReLU(0.2) after each but the last, tanh output (§5.b)."""
-    if length % 8 or size % 16:
-        raise ValueError(f"lntra halves time 3 times and space 4 times: needs a multiple of 8 frames and of 16 "
-                         f"pixels; got {length} frames of {size}x{size}")
-    clip = keras.Input((length, size, size, 1))
+    four transposed ones back, BN + LeakyReLU(0.2) after each but the last, tanh output (§5.b). Time halves
+    3 times and space 4 times: `length` a multiple of 8 and `shape` (H, W) of 16 (the config checks it)."""
+    clip = keras.Input((length, *shape, 1))
     x = clip
     strides = [(1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)]
     for filters, stride in zip(widths, strides):
@@ -171,4 +169,4 @@ def _with_channel(clips):
 
 def from_config(cfg):
     det = cfg.detector
-    return LNTRA(autoencoder(det.clip_length, cfg.data.image_size, tuple(det.widths)), name="lntra")
+    return LNTRA(autoencoder(det.clip_length, cfg.data.image_shape, tuple(det.widths)), name="lntra")

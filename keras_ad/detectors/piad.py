@@ -509,7 +509,7 @@ def _kernel_count(model):
 
 def from_config(cfg):
     det, data = cfg.detector, cfg.data
-    size, channels = data.image_size, data.channels
+    size, channels = data.model_shape[0], data.channels  # square (config check)
     compared = RECONSTRUCTION_LOSSES[det.reconstruction_loss][0]
     weights = det.reconstruction_weights
     if len(weights) != 2 or not all(isinstance(w, (int, float)) and w >= 0 for w in weights):

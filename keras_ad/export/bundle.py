@@ -181,6 +181,7 @@ def _metadata(scorer, run, artefacts) -> dict:
     cfg = scorer.cfg
     report = run.read_json(REPORT) or {}
     shape = savedmodel.input_shape(scorer)
+    height, width = cfg.data.image_shape
     dims = "N, T, H, W, C" if scorer.detector.clip_length else "N, H, W, C"
     return {
         "keras_ad_version": keras_ad.__version__,
@@ -190,11 +191,13 @@ def _metadata(scorer, run, artefacts) -> dict:
                   "channels": cfg.data.channels, "channel_order": "RGB" if cfg.data.channels == 3 else "grey",
                   "layout": "NTHWC" if scorer.detector.clip_length else "NHWC", "value_range": [0, 255],
                   "clip_length": scorer.detector.clip_length,
-                  "preprocessing": f"x / 255, resized in the graph to {cfg.data.image_size}x{cfg.data.image_size} "
-                                   f"({cfg.data.resize}, antialiased as tf.image.resize)"},
+                  "preprocessing": f"x / 255, resized in the graph to {height}x{width} (height x width; "
+                                   f"{cfg.data.resize}, antialiased as tf.image.resize)"},
         "image_size": cfg.data.image_size,
+        "image_shape": [height, width],
+        "scoring": _scoring_description(scorer),
         "outputs": {"score": "float32 [N] raw image score (larger = more anomalous)",
-                    "anomaly_map": f"float32 [N, {cfg.data.image_size}, {cfg.data.image_size}]",
+                    "anomaly_map": f"float32 [N, {height}, {width}]",
                     "is_anomalous": "bool [N]: a region of anomaly_map > threshold has at least min_area pixels",
                     "defect_area": "int32 [N]: pixels in such regions"},
         "signatures": {"serving_default": {"images": f"uint8 [{dims}]"},
@@ -205,6 +208,18 @@ def _metadata(scorer, run, artefacts) -> dict:
         "metrics": {k: report.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")},
         "artefacts": {name: dict(info) for name, info in artefacts.items()},
     }
+
+
+def _scoring_description(scorer) -> dict:
+    """What the graph does between the network and the decision, for a reader of metadata.json."""
+    d, post = scorer.cfg.data, scorer.cfg.postprocess
+    out = {"patches": None, "normalization": "per-pixel mean and spread of good validation maps"
+           if scorer.normalization is not None else None,
+           "region_of_interest": scorer.region is not None, "border": post.border}
+    if d.patch_size:
+        out["patches"] = {"patch": list(d.model_shape), "stride": list(d.patch_stride_shape),
+                          "windows": scorer.n_windows, "stitching": "mean of the windows covering each pixel"}
+    return out
 
 
 def _video_decision(scorer) -> dict:

@@ -35,7 +35,7 @@ class ParitySet:
     images: list  # uint8 [H, W, C] arrays, validation first, then test
     n_validation: int
     labels: np.ndarray  # test labels
-    masks: np.ndarray  # test masks [N, S, S]
+    masks: np.ndarray  # test masks [N, h, w]
     has_mask: np.ndarray
 
     @property
@@ -51,7 +51,7 @@ def load_parity_set(cfg, max_validation: int = 1000) -> ParitySet:
     val, _ = read_many(files.val[:max_validation], read, cfg.data.skip_unreadable)
     test, kept = read_many([s.path for s in files.test], read, cfg.data.skip_unreadable)
     samples = [files.test[i] for i in kept]
-    masks = pipeline.load_masks(samples, [t.shape[:2] for t in test], cfg.data.image_size, cfg.data.center_crop)
+    masks = pipeline.load_masks(samples, [t.shape[:2] for t in test], cfg.data.image_shape, cfg.data.center_crop)
     return ParitySet(val + test, len(val), np.array([s.label for s in samples], np.int32), masks,
                      np.array([s.label == 0 or s.mask_path is not None for s in samples]))
 
@@ -76,10 +76,9 @@ def _video_parity_set(cfg, max_validation: int = 64, max_test: int = 256) -> Par
     normal = spread(val or train, max_validation)
     tests = spread(test, max_test)
     centre = centre_index(length)
-    masks_by_video = {v.name: video.load_masks(v, cfg.data.image_size) for v in test}
-    size = cfg.data.image_size
+    masks_by_video = {v.name: video.load_masks(v, cfg.data.image_shape) for v in test}
     masks = np.stack([masks_by_video[v.name][s + centre] if masks_by_video[v.name] is not None
-                      else np.zeros((size, size), bool) for v, s in tests])
+                      else np.zeros(cfg.data.image_shape, bool) for v, s in tests])
     return ParitySet([raw_clip(v, s) for v, s in normal + tests], len(normal),
                      np.array([v.labels[s + centre] for v, s in tests], np.int32), masks,
                      np.array([masks_by_video[v.name] is not None for v, _ in tests]))
