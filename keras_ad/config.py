@@ -188,8 +188,10 @@ DETECTOR_PARAMS: dict[str, dict[str, Field]] = {
         "architecture": Field("mvtec", choices=("mvtec", "resnet"), doc="§3.b"),
         "latent_dim": Field(100, int, low=1, high=4096, doc="MVTec paper, §3.b"),
         "loss": Field("ssim", choices=("ssim", "mssim", "mse", "l2"), doc="§3.c"),
-        "residual": Field("ssim", choices=("ssim", "l2", "l1"),
-                          doc="1-SSIM map or squared/absolute error; never clipped (§3.i.1)"),
+        "residual": Field("ssim", choices=(AUTO, "ssim", "l2", "l1"),
+                          doc="1-SSIM map or squared/absolute error; never clipped (§3.i.1); auto = ssim for "
+                              "grey images, l2 for colour (a colour shift keeps the structure SSIM compares; the "
+                              "repo pairs SSIM with grey, §3.c)"),
         "mssim_scales": Field(5, int, low=1, high=5, doc="tf.image.ssim_multiscale default, §3.c"),
         "encoder_weights": Field("imagenet", doc="resnet only: imagenet | none | path to a .h5 file"),
     },
@@ -295,6 +297,9 @@ def _resolve_auto(values):
         section, key = dotted.split(".")
         if values[section][key] == AUTO:
             values[section][key] = value
+    det = values["detector"]
+    if det["name"] == "cae" and det["residual"] == AUTO:
+        det["residual"] = "ssim" if values["data"]["channels"] == 1 else "l2"
 
 
 class Section:

@@ -84,3 +84,9 @@ def test_every_shipped_config_validates():
     for path in paths:
         cfg = config.load(path)
         assert "auto" not in (cfg.train.learning_rate, cfg.train.lr_decay, cfg.postprocess.reduction), path
+
+
+def test_cae_residual_auto_is_ssim_for_grey_and_l2_for_colour():
+    for channels, residual in ((1, "ssim"), (3, "l2")):
+        cfg = config.validate({"data": {"root": "/x", "channels": channels}, "detector": {"residual": "auto"}})
+        assert cfg.detector.residual == residual
