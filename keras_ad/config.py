@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from keras_ad.backbones import STAGE_STRIDES
 from keras_ad.errors import ConfigError
 
 AUTO = "auto"
@@ -121,7 +122,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                  "(AnoGAN's --crop, 108 for CelebA, §2.a); part of the scoring graph"),
     },
     "detector": {
-        "name": Field("cae", choices=("cae", "ganomaly2d", "anogan", "piad", "lntra"),
+        "name": Field("cae", choices=("cae", "ganomaly2d", "anogan", "piad", "lntra", "patchcore"),
                       doc="the detector; its own keys follow"),
     },
     "train": {
@@ -271,6 +272,26 @@ DETECTOR_PARAMS["lntra"] = {
                                        "folder of images, or digits (scikit-learn's, offline)"),
 }
 
+PATCHCORE_STAGES = tuple(STAGE_STRIDES["efficientnet_lite0"])
+DETECTOR_PARAMS["patchcore"] = {
+    "backbone": Field("efficientnet_lite0", choices=("efficientnet_lite0",),
+                      doc="ImageNet network the patch features come from (docs/methods/patchcore.md#backbone)"),
+    "stages": Field(["stage3", "stage4"], list, items=Field(None, choices=PATCHCORE_STAGES),
+                    doc="the backbone stages whose features are concatenated: two mid-level ones, as the paper's "
+                        "WideResNet-50 layer2 + layer3 (strides 8 and 16)"),
+    "neighbourhood": Field(3, int, low=1, high=9, doc="p: each feature averaged over its p x p neighbours (paper 3)"),
+    "coreset_ratio": Field(0.1, float, low=1e-4, high=1.0, doc="share of the training patch features kept "
+                                                                "(paper: 0.1, and 0.01 with little loss)"),
+    "memory_bank_size": Field(10000, int, low=1, high=1000000,
+                              doc="rows of the memory bank: the coreset is capped at it (smaller = faster on a "
+                                  "device), a smaller coreset repeats rows to fill it"),
+    "projection_dim": Field(128, int, low=1, high=4096, doc="random projection of the features for the coreset "
+                                                            "selection (the paper's 128); features with fewer "
+                                                            "dimensions are used as they are"),
+    "reweight_neighbours": Field(9, int, low=1, high=100, doc="b of the image score's re-weighting (eq. 7)"),
+    "map_sigma": Field(4.0, float, low=0.0, high=32.0, doc="Gaussian smoothing of the up-sampled map (paper 4)"),
+}
+
 # What `auto` means per detector (and variant), from the papers; written into the run's config.
 PAPER_DEFAULTS = {
     "cae": {"train.learning_rate": 2e-4, "train.lr_decay": 1e-5, "postprocess.reduction": "max"},
@@ -280,6 +301,7 @@ PAPER_DEFAULTS = {
                "detector.search_steps": 500, "detector.search_lr": 0.02},
     "piad": {"train.learning_rate": 1e-4, "train.lr_decay": 0.0, "postprocess.reduction": "detector"},
     "lntra": {"train.learning_rate": 1e-4, "train.lr_decay": 0.0, "postprocess.reduction": "detector"},
+    "patchcore": {"train.learning_rate": 0.0, "train.lr_decay": 0.0, "postprocess.reduction": "detector"},
     "ganomaly": {"train.learning_rate": 2e-4, "train.lr_decay": 0.0, "postprocess.reduction": "mean",
                  "detector.filters": 64, "detector.w_adv": 1.0, "detector.w_con": 50.0, "detector.w_enc": 1.0},
 }
@@ -472,6 +494,13 @@ def _check_model_shape(det, data, shape, key, source):
                                        f"got {text}")
     if name == "piad":
         _check_piad_dims(det, shape, key, source)
+    if name == "patchcore":
+        if not det["stages"] or len(set(det["stages"])) != len(det["stages"]):
+            raise ConfigError(source, "detector.stages", f"needs one or more distinct stages; got {det['stages']!r}")
+        stride = max(STAGE_STRIDES[det["backbone"]][s] for s in det["stages"])
+        if height % stride or width % stride:
+            raise ConfigError(source, key, f"patchcore's deepest stage ({max(det['stages'])}) has stride {stride}: "
+                                           f"needs multiples of {stride}; got {text}")
     if name == "cae":
         if det["architecture"] == "resnet":
             if shape != (299, 299) or data["channels"] != 3:
@@ -529,9 +558,12 @@ def _check_consistency(values, source):
     if det["name"] == "lntra" and (det["clip_length"] % 8 or image[0] % 16 or image[1] % 16 or data["channels"] != 1):
         raise ConfigError(source, "detector.clip_length", "lntra needs clip_length a multiple of 8, "
                                                           "data.image_size multiples of 16 and data.channels 1 (§5.a)")
+    if det["name"] == "patchcore" and values["train"]["precision"] != "float32":
+        raise ConfigError(source, "train.precision", "patchcore trains no weights (one feature pass): leave float32")
     post = values["postprocess"]
-    if post["reduction"] == "detector" and det["name"] not in ("anogan", "piad", "lntra"):
-        raise ConfigError(source, "postprocess.reduction", f"'detector' is AnoGAN's, PIAD's and LNTRA's own score; "
+    if post["reduction"] == "detector" and det["name"] not in ("anogan", "piad", "lntra", "patchcore"):
+        raise ConfigError(source, "postprocess.reduction", f"'detector' is AnoGAN's, PIAD's, LNTRA's and "
+                                                           f"PatchCore's own score; "
                                                            f"{det['name']} scores from its map: use max, topk_mean or mean")
     if 2 * post["border"] >= min(image):
         raise ConfigError(source, "postprocess.border", f"{post['border']} px on each side leaves nothing of a "

@@ -173,9 +173,6 @@ def train(cfg, run: Run, resume: bool = False):
         unit = "images"
     train_ds, val_ds = _shard_by_data(train_ds), _shard_by_data(val_ds)
     epochs = resolve_epochs(cfg.train, n_train, step_images)
-    repeated = f", repeated to {cfg.train.min_epoch_images} per epoch" if cfg.train.min_epoch_images > n_train else ""
-    print(f"training {cfg.detector.name} on {n_train} {unit}{repeated} ({n_val} validation), "
-          f"{epochs} epochs, batch {cfg.train.batch_size}, {replicas} replica(s), {cfg.train.precision}", flush=True)
     state = None
     checkpoint = latest_checkpoint(run) if resume else None
     start = 0
@@ -186,6 +183,9 @@ def train(cfg, run: Run, resume: bool = False):
 
     phases = model.training_phases(epochs, cfg.train.learning_rate, cfg.train.lr_decay)
     total_epochs = phases[-1].until_epoch  # a later phase may train past `epochs` (AnoGAN's encoder)
+    repeated = f", repeated to {cfg.train.min_epoch_images} per epoch" if cfg.train.min_epoch_images > n_train else ""
+    print(f"training {cfg.detector.name} on {n_train} {unit}{repeated} ({n_val} validation), "
+          f"{total_epochs} epochs, batch {cfg.train.batch_size}, {replicas} replica(s), {cfg.train.precision}", flush=True)
     phase_start = 0
     for index, phase in enumerate(phases):
         if start >= phase.until_epoch:
@@ -202,7 +202,7 @@ def train(cfg, run: Run, resume: bool = False):
             print(f"phase {index + 1}/{len(phases)}: {phase.name}", flush=True)
         logger = RunLogger(run, cfg, index, total_epochs, samples, max(start, phase_start))
         model.fit(train_ds, validation_data=val_ds, initial_epoch=max(start, phase_start),
-                  epochs=phase.until_epoch, shuffle=False, callbacks=[logger],
+                  epochs=phase.until_epoch, shuffle=False, callbacks=[*model.training_callbacks(), logger],
                   verbose=1 if sys.stdout.isatty() else 0)
         phase_start = phase.until_epoch
     if checkpoint:  # training had already finished: take the last weights

@@ -55,7 +55,9 @@ TINY_DETECTORS = {
              "encoder_dims": [8] * 4, "image_critic_dims": [8] * 4, "latent_critic_dims": [16, 16]},
     "lntra": {"name": "lntra", "clip_length": 8, "widths": [4, 4, 8, 8], "skip_frame": 0.2, "patch": 0.2,
               "intruders": "digits", "max_size": 0.5},
+    "patchcore": {"name": "patchcore", "memory_bank_size": 64},
 }
+FEATURE_PASS_DETECTORS = ("patchcore",)  # fitted by one pass without gradients: no optimiser step to compare
 # Tiny runs that exercise the real-image protocol (docs/protocol.md) on top of a tiny detector: a
 # non-square input, texture patches stitched in the graph, a region of interest with a border, and
 # per-pixel map normalisation. The export suite runs on them as on every detector.
@@ -67,7 +69,7 @@ TINY_PROTOCOLS = {
 }
 ROI_MASK_SHAPE = (64, 128)  # drawn at twice data.image_size, the same aspect ratio
 VIDEO_DETECTORS = ("lntra",)  # trained on tiny_video (clips), not tiny_data
-DETECTOR_SCORE = ("anogan", "piad", "lntra")  # detectors whose paper defines the image score (postprocess.reduction: detector)
+DETECTOR_SCORE = ("anogan", "piad", "lntra", "patchcore")  # detectors whose paper defines the image score (postprocess.reduction: detector)
 
 
 def one_sgd_step(strategy, cfg, initial, images, learning_rate, precision="float32"):

@@ -12,6 +12,7 @@ REGISTRY = {
     "anogan": "keras_ad.detectors.anogan:from_config",
     "piad": "keras_ad.detectors.piad:from_config",
     "lntra": "keras_ad.detectors.lntra:from_config",
+    "patchcore": "keras_ad.detectors.patchcore:from_config",
 }
 
 

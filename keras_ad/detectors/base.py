@@ -134,6 +134,11 @@ class Detector(keras.Model):
                 setattr(self, name, optimizer)
             optimizer.build(variables)
 
+    def training_callbacks(self) -> list:
+        """Keras callbacks the detector's own training needs, run before the run's checkpointing ones
+        (PatchCore sets its memory bank at the end of its feature pass)."""
+        return []
+
     def training_optimizers(self) -> list:
         """Every optimiser whose state a checkpoint must keep, in a fixed order."""
         return [getattr(self, name) for name in self.optimizer_variables()]
