@@ -245,6 +245,10 @@ DETECTOR_PARAMS["piad"] = {
     "perceptual_weights": Field("torchvision", doc="VGG19 for the perceptual loss: torchvision (the paper's; "
                                 "give its weights as a file), keras-imagenet, none (random, offline) or a "
                                 "Keras VGG19 (no top) weight file (§1.c, §1.g.2)"),
+    "perceptual_network": Field("vgg19", choices=("vgg19", "efficientnet_lite0"),
+                                doc="the perceptual loss's network: vgg19 (the paper's; weights by perceptual_weights) "
+                                    "or efficientnet_lite0 (ImageNet weights offline, stage3 features at stride 8; "
+                                    "a departure, docs/methods/piad.md)"),
     "perceptual_stats": Field(None, allow=OPTIONAL, doc="relu4_2 mean/std JSON for weights other than torchvision's"),
     "reconstruction_loss": Field("relative_perceptual_l1", choices=("relative_perceptual_l1", "perceptual_l1",
                                                                    "perceptual_l2", "pixel_l2"),

@@ -55,7 +55,7 @@ def random_projection(dims: int, projection_dim: int, seed: int = 0) -> np.ndarr
 class CoresetBuilder:
     """Collects patch features and reduces them to a memory bank of at most `capacity` rows."""
 
-    def __init__(self, capacity: int, ratio: float, projection_dim: int = 128, chunk_rows: int = 65536,
+    def __init__(self, capacity: int, ratio: float, projection_dim: int = 128, chunk_rows: int = 16384,
                  seed: int = 0):
         self.capacity, self.ratio, self.projection_dim = capacity, ratio, projection_dim
         self.chunk_rows, self.seed = chunk_rows, seed

@@ -8,6 +8,11 @@ one epoch of `keras_ad.data.pipeline.training_data` (decode, pre-process, §3.a 
 in a fresh process and reports its peak resident memory (ru_maxrss), the resident memory before the
 data was touched, and images/s. Modes: `stream` (data.cache_mb: 0, decoded per epoch in tf.data) and
 `cache` (decoded once into memory; only where the set fits the default data.cache_mb).
+
+    python scripts/bench_pipeline.py --fit patchcore [--sizes 10000]
+
+measures PatchCore's whole fit instead (mode `patchcore`): the streamed feature pass and the bounded-memory
+coreset of configs/patchcore_demo.yaml's detector at --image-size, through keras_ad.training.
 """
 
 from __future__ import annotations
@@ -48,8 +53,31 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
+def fit_patchcore(folder, size):
+    """PatchCore's fit (feature pass + coreset) on `folder`, streamed, in this process; prints a JSON line."""
+    import tempfile
+
+    from keras_ad import config, training
+    from keras_ad.runs import Run
+
+    cfg = config.load(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "patchcore_demo.yaml"),
+                      [f"data.root={folder}", f"data.image_size={size}", "data.cache_mb=0", "data.val_fraction=0.0",
+                       f"run.dir={tempfile.mkdtemp(prefix='bench_patchcore-')}"])
+    before = rss_mb()
+    start = time.perf_counter()
+    model = training.train(cfg, Run.create(cfg))
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"images": len(os.listdir(os.path.join(folder, "train", "good"))), "mode": "patchcore",
+                      "rss_before_mb": before, "peak_rss_mb": peak, "seconds": seconds,
+                      "images_per_s": len(os.listdir(os.path.join(folder, "train", "good"))) / seconds,
+                      "bank_rows": int(model.unique_rows.numpy()), "patch_features": model.builder.seen}))
+
+
 def child(folder, size, mode):
     """One epoch in this process; prints a JSON line."""
+    if mode == "patchcore":
+        return fit_patchcore(folder, size)
     from keras_ad import config
     from keras_ad.data import layouts, pipeline
 
@@ -74,6 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--data", default=os.path.join(os.path.expanduser("~"), ".cache", "keras_ad", "bench_pipeline"))
     parser.add_argument("--out", default="bench_pipeline.md")
+    parser.add_argument("--fit", choices=("patchcore",), help="measure this detector's fit instead of one epoch")
     parser.add_argument("--child", nargs=2, metavar=("FOLDER", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -90,7 +119,7 @@ def main(argv=None) -> int:
         folder = os.path.join(args.data, f"{n}_{args.image_size}")
         print(f"writing {n} images to {folder} (once) ...", file=sys.stderr, flush=True)
         write_images(folder, n, args.image_size)
-        for mode in ("stream", "cache"):
+        for mode in (args.fit,) if args.fit else ("stream", "cache"):
             if mode == "cache" and not fits_cache(n, default_data):
                 continue  # would stream anyway under the default data.cache_mb
             proc = subprocess.run([sys.executable, __file__, "--child", folder, mode, "--image-size",
@@ -99,8 +128,10 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"{n} images, {mode}: peak RSS {row['peak_rss_mb']:.0f} MiB (before data {row['rss_before_mb']:.0f}), "
                   f"{row['images_per_s']:.0f} images/s", file=sys.stderr, flush=True)
-    lines = [f"Training input pipeline, one epoch, {args.image_size}x{args.image_size} RGB JPEGs, batch 16, "
-             f"augmentation on, {os.cpu_count()} CPU threads (`python scripts/bench_pipeline.py`):", "",
+    what = ("PatchCore's fit (streamed feature pass, bounded-memory coreset), configs/patchcore_demo.yaml's detector"
+            if args.fit else "Training input pipeline, one epoch, augmentation on")
+    lines = [f"{what}, {args.image_size}x{args.image_size} RGB JPEGs, batch 16, "
+             f"{os.cpu_count()} CPU threads (`python scripts/bench_pipeline.py{' --fit ' + args.fit if args.fit else ''}`):", "",
              "| images | mode | peak RSS MiB | RSS before data MiB | images/s |", "|---:|---|---:|---:|---:|"]
     lines += [f"| {r['images']} | {r['mode']} | {r['peak_rss_mb']:.0f} | {r['rss_before_mb']:.0f} | "
               f"{r['images_per_s']:.0f} |" for r in rows]

@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
-DETECTORS = ("cae", "ganomaly2d", "anogan", "piad")
+DETECTORS = ("cae", "ganomaly2d", "anogan", "piad", "patchcore")
 BASELINE = "per-pixel Gaussian"
 BASELINE_STD_FLOOR = 0.01
 COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
@@ -64,7 +64,8 @@ def describe_set(data_dir: str, name: str) -> dict:
 
 def fit_shape(detector: str, short_side: int, aspect: float) -> list[int]:
     """[height, width] with the config's short side and the set's aspect ratio, the long side rounded to
-    the architecture's rule: powers of two (cae), multiples of 16 (ganomaly2d, anogan); piad is square."""
+    the architecture's rule: powers of two (cae), multiples of 16 (ganomaly2d, anogan, patchcore); piad is
+    square."""
     if detector == "piad" or math.isclose(aspect, 1.0, rel_tol=0.05):
         return [short_side, short_side]
     long_side = short_side * max(aspect, 1 / aspect)

@@ -205,3 +205,16 @@ def test_perceptual_weight_sources_say_how_to_supply_them(tmp_path, monkeypatch)
     monkeypatch.setattr(keras.applications, "VGG19", offline)
     with pytest.raises(UsageError, match="~/.keras/models/"):
         p.vgg19_relu4_2(32, "keras-imagenet")
+
+
+def test_perceptual_loss_on_pretrained_efficientnet_features():
+    """detector.perceptual_network: efficientnet_lite0 compares the ImageNet network's stage3 features of
+    the [0, 1] images (the departure the report's caveat names)."""
+    from keras_ad.backbones import efficientnet_lite
+
+    model = build(_cfg(perceptual_network="efficientnet_lite0"))
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    expected = efficientnet_lite.stage_model("stage3", (32, 32))(images).numpy()
+    np.testing.assert_allclose(model.features(tf.constant(images * 2.0 - 1.0)), expected, rtol=1e-4, atol=1e-4)
+    assert model.features.vgg.trainable_weights == [] and "efficientnet_lite0" in model.caveats[-1]
+    assert model.anomaly_map(images).shape == (2, 32, 32)

@@ -146,3 +146,9 @@ def pretrained(channels: int = 3, include_top: bool = False, shape=(None, None))
             layer.set_weights([w for _, w in sorted(by_layer[layer.name], key=lambda pair: pair[0])])
     model.trainable = False
     return model
+
+
+def stage_model(stage: str, shape=(None, None), channels: int = 3) -> keras.Model:
+    """The pretrained network up to one stage, [0, 1] images in, that stage's features out (frozen)."""
+    network = pretrained(channels, include_top=False, shape=shape)
+    return keras.Model(network.input, network.output[stage], name=f"efficientnet_lite0_{stage}")

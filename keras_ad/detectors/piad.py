@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from keras_ad.backbones import efficientnet_lite
 from keras_ad.detectors.base import Detector, images_of, loss_scale, scaled_gradients
 from keras_ad.detectors.blocks import LEAKY_SLOPE, MaxLeakyReLU, MinibatchStdDev, NearestUpsample2x, float32_output
 
@@ -219,7 +220,6 @@ def vgg19_relu4_2(size, weights: str):
 def feature_statistics(weights: str, stats_file: str | None = None):
     """(mean, std) per relu4_2 channel for standardisation. The released file holds a standard deviation
     under the name "var": divide by it as it is (§1.c.3, §1.g.3)."""
-    import json
     import os
 
     if weights == "none":  # random features: no released statistics apply
@@ -232,6 +232,13 @@ def feature_statistics(weights: str, stats_file: str | None = None):
                          "released statistics do not apply (§1.g.2); compute its own with scripts/perceptual_stats.py "
                          "--weights keras-imagenet --images <folder> --out stats.json and set "
                          "detector.perceptual_stats to that file")
+    return _stats_file(path)
+
+
+def _stats_file(path):
+    """(mean, std) from a perceptual_stats JSON file (scripts/perceptual_stats.py writes one)."""
+    import json
+
     with open(path) as f:
         stats = json.load(f)
     return np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
@@ -242,9 +249,9 @@ class PerceptualFeatures(keras.layers.Layer):
     (§1.g.10), the weights' own input normalisation, then VGG19 relu4_2, standardised (φ - μ) / σ when
     statistics are given. Without a VGG (the pixel-L2 ablation) the normalised image itself."""
 
-    def __init__(self, vgg, mean=None, std=None, caffe_input=False, **kwargs):
+    def __init__(self, vgg, mean=None, std=None, input_mode="torchvision", **kwargs):
         super().__init__(dtype="float32", **kwargs)  # the loss's features in float32 under mixed precision
-        self.vgg, self.caffe_input = vgg, caffe_input
+        self.vgg, self.input_mode = vgg, input_mode  # torchvision | caffe | unit (a network taking [0, 1])
         self.standardise = mean is not None
         if self.standardise:  # graph constants, not captures
             self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
@@ -254,9 +261,9 @@ class PerceptualFeatures(keras.layers.Layer):
         x = x * 0.5 + 0.5
         if x.shape[-1] == 1:
             x = tf.repeat(x, 3, axis=-1)
-        if self.caffe_input:  # Keras' VGG19: BGR, 0..255, ImageNet mean subtracted
+        if self.input_mode == "caffe":  # Keras' VGG19: BGR, 0..255, ImageNet mean subtracted
             x = x[..., ::-1] * 255.0 - tf.constant([103.939, 116.779, 123.68])
-        else:  # torchvision: RGB, ImageNet mean and std
+        elif self.input_mode == "torchvision":  # RGB, ImageNet mean and std
             x = (x - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
         if self.vgg is None:
             return x
@@ -517,13 +524,18 @@ def from_config(cfg):
 
         raise UsageError(f"detector.reconstruction_weights: {det.reconstruction_weights}: give two numbers, "
                          f"[w_E, w_G] >= 0, e.g. [10, 100]")
+    standardised = compared.startswith("standardised")
     if compared == "ImageNet-normalised image":
         features = PerceptualFeatures(None)
+    elif det.perceptual_network == "efficientnet_lite0":
+        network = efficientnet_lite.stage_model(EFFICIENTNET_STAGE, (size, size))
+        stats = _stats_file(det.perceptual_stats) if standardised and det.perceptual_stats else ()
+        features = PerceptualFeatures(network, *stats, input_mode="unit")
     else:
         vgg = vgg19_relu4_2(size, det.perceptual_weights)
         mean, std = feature_statistics(det.perceptual_weights, det.perceptual_stats)
-        features = PerceptualFeatures(vgg, *((mean, std) if compared.startswith("standardised") else ()),
-                                      caffe_input=det.perceptual_weights == "keras-imagenet")
+        features = PerceptualFeatures(vgg, *((mean, std) if standardised else ()),
+                                      input_mode="caffe" if det.perceptual_weights == "keras-imagenet" else "torchvision")
     r = det.latent_res
     model = PIAD(encoder(size, channels, det.encoder_dims, det.latent_dim, r),
                 generator(size, channels, det.generator_dims, det.latent_dim, r),
@@ -536,9 +548,17 @@ def from_config(cfg):
     if det.reconstruction_loss != "relative_perceptual_l1":
         model.caveats = (f"reconstruction_loss: {det.reconstruction_loss}: an ablation of the paper (§1.c), on the "
                          f"{compared}",)
-    if features.vgg is not None and det.perceptual_weights in WEIGHT_CAVEATS:
+    if features.vgg is not None and det.perceptual_network == "efficientnet_lite0":
+        model.caveats += (f"perceptual_network: efficientnet_lite0: the perceptual loss compares ImageNet "
+                          f"EfficientNet-Lite0 {EFFICIENTNET_STAGE} features (stride 8, as relu4_2), not the paper's "
+                          f"VGG19{'' if features.standardise else ', unstandardised'}",)
+    elif features.vgg is not None and det.perceptual_weights in WEIGHT_CAVEATS:
         model.caveats += (WEIGHT_CAVEATS[det.perceptual_weights],)
     return model
+
+
+EFFICIENTNET_STAGE = "stage3"  # stride 8 like VGG19's relu4_2, 40 channels
+
 
 
 WEIGHT_CAVEATS = {
