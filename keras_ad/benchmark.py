@@ -32,6 +32,7 @@ SETTINGS = {
     "piad": {"paper": ("piad_cifar10.yaml", ("detector.perceptual_weights=none",)),
              "small": ("piad_mnist.yaml", ("detector.perceptual_weights=none",))},
     "lntra": {"paper": ("ped2_lntra_baseline.yaml", ()), "small": ("video_demo.yaml", ())},
+    "patchcore": {"paper": ("patchcore_mvtec_capsule.yaml", ()), "small": ("patchcore_demo.yaml", ())},
 }
 FORMATS = ("SavedModel", "TFLite fp32", "ONNX")
 SCORE_BATCH = 8

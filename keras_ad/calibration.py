@@ -1,4 +1,4 @@
-"""Threshold and minimum defect area from good validation images only (detectors.md §3.e, §3.f).
+"""Threshold and minimum defect area from good validation images only (docs/methods/cae.md#3e, docs/methods/cae.md#3f).
 
 An image is defective iff the anomaly map, binarised at `pixel_threshold` (map > t), has an 8-connected
 region of at least `min_area` pixels (the scoring graph applies it: `keras_ad.image_ops.defect_decision`).
@@ -26,7 +26,7 @@ def calibrate(val_maps, min_area: int) -> dict:
     """Threshold t with every validation region (map > t) below min_area, as low as the maps allow.
 
     The largest region shrinks as t grows, so a binary search over the sorted distinct values finds it;
-    at t = max(maps) nothing is left, so a threshold always exists (§3.i.9).
+    at t = max(maps) nothing is left, so a threshold always exists (docs/methods/cae.md#3i-9).
     """
     val_maps = np.asarray(val_maps, np.float32)
     if val_maps.size == 0:
@@ -93,7 +93,7 @@ def fit(val_maps, min_area: int, normalize: str = "none", region=None) -> tuple[
 
 
 def finetune_curves(val_maps, n_thresholds: int = 100) -> dict:
-    """Number of regions and their mean/std area versus threshold (§3.f), to help choose min_area."""
+    """Number of regions and their mean/std area versus threshold (docs/methods/cae.md#3f), to help choose min_area."""
     val_maps = np.asarray(val_maps)
     thresholds = np.linspace(float(val_maps.min()), float(val_maps.max()), n_thresholds, endpoint=False)
     count, mean, std = [], [], []

@@ -148,7 +148,7 @@ def evaluate(run_dir):
               help="minimum defect area in pixels at the model's size (default: calibrate.min_area)")
 @reports_usage_errors
 def calibrate(run_dir, min_area):
-    """Choose the pixel threshold (and minimum defect area) from good validation images (§3.e)."""
+    """Choose the pixel threshold (and minimum defect area) from good validation images (docs/methods/cae.md#3e)."""
     from keras_ad.runs import Run
 
     run = Run.open(run_dir)
@@ -302,7 +302,7 @@ def export(run_dir, formats, quantize, out_dir, overwrite):
 
 @main.command()
 @click.option("--quick", is_flag=True, help="one timed step and a short timing per case (under 10 minutes here)")
-@click.option("--detectors", default="cae,anogan,ganomaly2d,piad,lntra", show_default=True,
+@click.option("--detectors", default="cae,anogan,ganomaly2d,piad,lntra,patchcore", show_default=True,
               help="comma-separated detectors to measure")
 @click.option("--settings", default="paper,small", show_default=True,
               help="comma-separated: paper (the paper's shipped config), small (the demo-sized one)")

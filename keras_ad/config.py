@@ -1,7 +1,7 @@
 """YAML config -> validated, typed, read-only `Config`.
 
 The YAML file is the one source of truth. Every key is declared below with its type, range and
-the paper's default (section numbers refer to `shared/design/detectors.md`). Validation happens
+the paper's default (with a link to the docs/methods/ page that explains it). Validation happens
 once, here, and every error names the file and the dotted key path. This module does not import
 TensorFlow, so a bad config is refused in a fraction of a second.
 """
@@ -88,10 +88,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "root": Field(None, allow=OPTIONAL, doc="data set folder, or synthetic:<category> for the built-in demo"),
         "source": Field(None, allow=OPTIONAL, doc="one_class: a labelled set written once as class folders, in "
                                                   "place of data.root: keras:mnist|fashion_mnist|cifar10, a .npz, "
-                                                  "cifar-10-python.tar.gz, coil100:|celeba:|lsun:<folder> (§1.a)"),
+                                                  "cifar-10-python.tar.gz, coil100:|celeba:|lsun:<folder> (docs/methods/piad.md#1a)"),
         "category": Field(None, allow=OPTIONAL, doc="MVTec category sub-folder (mvtec layout)"),
         "image_size": _size(256, "size every image is resized to: a side, or [height, width] for non-square "
-                                 "images (each detector's multiples: docs/protocol.md#image-size); 256 in §3.a"),
+                                 "images (each detector's multiples: docs/protocol.md#image-size); 256 in docs/methods/cae.md#3a"),
         "patch_size": _size(None, "texture patches: train on random patches of this size cut from the images at "
                                   "image_size and score by a sliding window whose maps are averaged in the scoring "
                                   "graph (MVTec AD: 128 of 512, docs/protocol.md#patches); null: whole images",
@@ -100,26 +100,26 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                     "(MVTec AD: 30 on 128-pixel patches)", low=1, allow=(AUTO,)),
         "channels": Field(1, int, choices=(1, 3), doc="1 = grey, 3 = RGB"),
         "resize": Field("bilinear", choices=("bilinear", "area", "nearest"),
-                        doc="antialiased bilinear by default (§3.i.6); nearest = the repo's Keras default"),
-        "val_fraction": Field(0.1, float, low=0.0, high=0.9, doc="held-out good images, §3.a"),
+                        doc="antialiased bilinear by default (docs/methods/cae.md#3i-6); nearest = the repo's Keras default"),
+        "val_fraction": Field(0.1, float, low=0.0, high=0.9, doc="held-out good images, docs/methods/cae.md#3a"),
         "test_fraction": Field(0.2, float, low=0.0, high=0.9,
-                               doc="normal_abnormal / one_class: normal images held out for testing (GANomaly 20 %, §4.1)"),
-        "abnormal_class": Field(None, allow=OPTIONAL, doc="one_class: the class folder that is abnormal, §4.1"),
+                               doc="normal_abnormal / one_class: normal images held out for testing (GANomaly 20 %, docs/methods/ganomaly.md#41)"),
+        "abnormal_class": Field(None, allow=OPTIONAL, doc="one_class: the class folder that is abnormal, docs/methods/ganomaly.md#41"),
         "normal_class": Field(None, allow=OPTIONAL, doc="one_class: the class folder that is normal, all others "
-                                                          "abnormal (PIAD's protocol, §1.a)"),
+                                                          "abnormal (PIAD's protocol, docs/methods/piad.md#1a)"),
         "official_split": Field(False, bool, doc="one_class: train/test by the train_/test_ file-name prefixes "
-                                                 "that data.source writes (MNIST, CIFAR-10, CelebA, LSUN, §1.a)"),
+                                                 "that data.source writes (MNIST, CIFAR-10, CelebA, LSUN, docs/methods/piad.md#1a)"),
         "equal_anomalies": Field(False, bool, doc="one_class: as many (seeded) test anomalies as test normals "
-                                                  "(Fashion-MNIST, COIL-100, §1.a)"),
+                                                  "(Fashion-MNIST, COIL-100, docs/methods/piad.md#1a)"),
         "skip_unreadable": Field(False, bool, doc="skip corrupt images with a warning instead of failing"),
         "cache_mb": Field(4096, int, low=0, doc="training/validation images are decoded once and kept in memory "
                                                  "when they fit in this many MiB (float32 at image_size), else "
                                                  "they stream from disk every epoch; 0: always stream"),
         "pattern": Field("*", doc="file-name pattern every image folder is filtered with, e.g. '*.jpg' "
-                                  "(AnoGAN's --input_fname_pattern, §2.a)"),
+                                  "(AnoGAN's --input_fname_pattern, docs/methods/anogan.md#2a)"),
         "center_crop": Field(None, int, low=1, allow=OPTIONAL,
                              doc="crop the central NxN pixels of every image before resizing "
-                                 "(AnoGAN's --crop, 108 for CelebA, §2.a); part of the scoring graph"),
+                                 "(AnoGAN's --crop, 108 for CelebA, docs/methods/anogan.md#2a); part of the scoring graph"),
     },
     "detector": {
         "name": Field("cae", choices=("cae", "ganomaly2d", "anogan", "piad", "lntra", "patchcore"),
@@ -127,21 +127,21 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "train": {
         "epochs": Field(AUTO, int, low=1, high=100000, allow=(AUTO,),
-                        doc="auto = floor(augmented_images / training images), §3.d"),
-        "augmented_images": Field(10000, int, low=1, doc="images seen per run for epochs: auto, §3.d"),
+                        doc="auto = floor(augmented_images / training images), docs/methods/cae.md#3d"),
+        "augmented_images": Field(10000, int, low=1, doc="images seen per run for epochs: auto, docs/methods/cae.md#3d"),
         "iterations": Field(None, int, low=1, allow=OPTIONAL,
-                            doc="optimiser steps in all, for papers that count them (PIAD §1.d); sets the epochs"),
+                            doc="optimiser steps in all, for papers that count them (PIAD docs/methods/piad.md#1d); sets the epochs"),
         "min_epoch_images": Field(0, int, low=0, doc="smaller training sets are repeated to this many images "
-                                                     "per epoch (PIAD: 10000, §1.a)"),
-        "batch_size": Field(12, int, low=1, high=4096, doc="the repo README's example, §3.d"),
+                                                     "per epoch (PIAD: 10000, docs/methods/piad.md#1a)"),
+        "batch_size": Field(12, int, low=1, high=4096, doc="the repo README's example, docs/methods/cae.md#3d"),
         "learning_rate": Field(AUTO, float, low=0.0, high=1.0, allow=(AUTO,),
-                               doc="Adam; auto = the detector's paper: cae 2e-4 (§3.d), ganomaly2d 1e-4, "
-                                   "its 1d variant 2e-4 (§4), anogan 2e-4 (§2.d)"),
+                               doc="Adam; auto = the detector's paper: cae 2e-4 (docs/methods/cae.md#3d), ganomaly2d 1e-4, "
+                                   "its 1d variant 2e-4 (docs/methods/ganomaly.md), anogan 2e-4 (docs/methods/anogan.md#2d)"),
         "lr_decay": Field(AUTO, float, low=0.0, high=1.0, allow=(AUTO,),
-                          doc="Keras-2 inverse-time decay per step; auto = cae 1e-5 (§3.d), ganomaly2d and anogan 0"),
+                          doc="Keras-2 inverse-time decay per step; auto = cae 1e-5 (docs/methods/cae.md#3d), ganomaly2d and anogan 0"),
         "seed": Field(0, int, low=0, doc="seeds weights, validation split, shuffling, augmentation"),
         "jit_compile": Field(False, bool, doc="XLA-compile the training step; off by default: on this CPU XLA ran "
-                                              "1.2x faster to 1.7x slower (stack.md §5), and the GAN steps are "
+                                              "1.2x faster to 1.7x slower (docs/stack.md#5), and the GAN steps are "
                                               "untested under XLA on GPUs"),
         "deterministic": Field(False, bool, doc="TensorFlow op determinism (slower on GPUs): a seeded tiny PIAD "
                                                 "run repeats bit for bit; the demo still drifts ~1e-4 (README)"),
@@ -152,18 +152,18 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                "calibration and exports always run the float32 model"),
         "strategy": Field(AUTO, choices=(AUTO, "default", "mirrored", "multiworker"),
                           doc="auto = mirrored when more than one GPU is visible"),
-        "augment": Field(True, bool, doc="rotation, shift, brightness of §3.a"),
-        "rotation_deg": Field(10.0, float, low=0.0, high=180.0, doc="§3.a"),
-        "shift": Field(0.05, float, low=0.0, high=0.5, doc="fraction of width/height, §3.a"),
-        "brightness": Field(0.05, float, low=0.0, high=0.5, doc="factor U(1-b, 1+b), §3.a"),
+        "augment": Field(True, bool, doc="rotation, shift, brightness of docs/methods/cae.md#3a"),
+        "rotation_deg": Field(10.0, float, low=0.0, high=180.0, doc="docs/methods/cae.md#3a"),
+        "shift": Field(0.05, float, low=0.0, high=0.5, doc="fraction of width/height, docs/methods/cae.md#3a"),
+        "brightness": Field(0.05, float, low=0.0, high=0.5, doc="factor U(1-b, 1+b), docs/methods/cae.md#3a"),
         "sample_every": Field(5, int, low=1, doc="epochs between image grids"),
         "keep_checkpoints": Field(2, int, low=1, doc="complete checkpoints kept in checkpoints/"),
     },
     "postprocess": {
         "smoothing_sigma": Field(0.0, float, low=0.0, high=32.0, doc="Gaussian blur of the map, pixels"),
         "reduction": Field(AUTO, choices=(AUTO, "max", "topk_mean", "mean", "detector"),
-                           doc="map -> image score; auto = cae max (§3.g), ganomaly2d mean (§4.2), anogan "
-                               "detector (its own score: the search loss, §2.e)"),
+                           doc="map -> image score; auto = cae max (docs/methods/cae.md#3g), ganomaly2d mean (docs/methods/ganomaly.md#42), anogan "
+                               "detector (its own score: the search loss, docs/methods/anogan.md#2e)"),
         "topk_percent": Field(1.0, float, low=0.01, high=100.0, doc="for topk_mean"),
         "normalize": Field("none", choices=("none", "per_pixel"),
                            doc="per_pixel: the map becomes max(0, (map - mean) / spread) with the per-pixel mean and "
@@ -176,7 +176,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                                     "count (docs/protocol.md#region-of-interest)"),
     },
     "calibrate": {
-        "min_area": Field(1, int, low=1, doc="A_min of §3.e, pixels at data.image_size"),
+        "min_area": Field(1, int, low=1, doc="A_min of docs/methods/cae.md#3e, pixels at data.image_size"),
     },
     "evaluate": {
         "pro_fpr_limit": Field(0.3, float, low=0.01, high=1.0, doc="AUPRO integration limit (MVTec AD)"),
@@ -186,38 +186,38 @@ SCHEMA: dict[str, dict[str, Field]] = {
 
 DETECTOR_PARAMS: dict[str, dict[str, Field]] = {
     "cae": {
-        "architecture": Field("mvtec", choices=("mvtec", "resnet"), doc="§3.b"),
-        "latent_dim": Field(100, int, low=1, high=4096, doc="MVTec paper, §3.b"),
-        "loss": Field("ssim", choices=("ssim", "mssim", "mse", "l2"), doc="§3.c"),
+        "architecture": Field("mvtec", choices=("mvtec", "resnet"), doc="docs/methods/cae.md#3b"),
+        "latent_dim": Field(100, int, low=1, high=4096, doc="MVTec paper, docs/methods/cae.md#3b"),
+        "loss": Field("ssim", choices=("ssim", "mssim", "mse", "l2"), doc="docs/methods/cae.md#3c"),
         "residual": Field("ssim", choices=(AUTO, "ssim", "l2", "l1"),
-                          doc="1-SSIM map or squared/absolute error; never clipped (§3.i.1); auto = ssim for "
+                          doc="1-SSIM map or squared/absolute error; never clipped (docs/methods/cae.md#3i-1); auto = ssim for "
                               "grey images, l2 for colour (a colour shift keeps the structure SSIM compares; the "
-                              "repo pairs SSIM with grey, §3.c)"),
-        "mssim_scales": Field(5, int, low=1, high=5, doc="tf.image.ssim_multiscale default, §3.c"),
+                              "repo pairs SSIM with grey, docs/methods/cae.md#3c)"),
+        "mssim_scales": Field(5, int, low=1, high=5, doc="tf.image.ssim_multiscale default, docs/methods/cae.md#3c"),
         "encoder_weights": Field("imagenet", doc="resnet only: imagenet | none | path to a .h5 file"),
     },
     "ganomaly2d": {
         "latent": Field("2d", choices=("2d", "1d"),
-                        doc="2d = GANomaly2D (spatial latent, map), 1d = GANomaly (vector latent, image score), §4"),
+                        doc="2d = GANomaly2D (spatial latent, map), 1d = GANomaly (vector latent, image score), docs/methods/ganomaly.md"),
         "filters": Field(AUTO, int, low=4, high=256, allow=(AUTO,),
-                         doc="first-layer width: auto = 64 (GANomaly2D --r 1; GANomaly ngf), §4"),
-        "latent_dim": Field(100, int, low=1, high=4096, doc="1d only: nz of GANomaly, §4.1"),
-        "w_adv": Field(AUTO, float, low=0.0, allow=(AUTO,), doc="auto = 1 (both variants), §4"),
-        "w_con": Field(AUTO, float, low=0.0, allow=(AUTO,), doc="auto = 10 (2d, summed L2) or 50 (1d, mean L1), §4"),
-        "w_enc": Field(AUTO, float, low=0.0, allow=(AUTO,), doc="auto = 10 (2d, summed L1) or 1 (1d, mean L2), §4"),
+                         doc="first-layer width: auto = 64 (GANomaly2D --r 1; GANomaly ngf), docs/methods/ganomaly.md"),
+        "latent_dim": Field(100, int, low=1, high=4096, doc="1d only: nz of GANomaly, docs/methods/ganomaly.md#41"),
+        "w_adv": Field(AUTO, float, low=0.0, allow=(AUTO,), doc="auto = 1 (both variants), docs/methods/ganomaly.md"),
+        "w_con": Field(AUTO, float, low=0.0, allow=(AUTO,), doc="auto = 10 (2d, summed L2) or 50 (1d, mean L1), docs/methods/ganomaly.md"),
+        "w_enc": Field(AUTO, float, low=0.0, allow=(AUTO,), doc="auto = 10 (2d, summed L1) or 1 (1d, mean L2), docs/methods/ganomaly.md"),
     },
     "anogan": {
-        "latent_dim": Field(100, int, low=1, high=4096, doc="z_dim of the seed (§2.b); the MVTec AD benchmark used 64"),
-        "filters": Field(64, int, low=4, high=512, doc="gf_dim = df_dim (§2.b)"),
-        "generator_updates": Field(2, int, low=1, high=10, doc="G updates per D update, same z (§2.d)"),
+        "latent_dim": Field(100, int, low=1, high=4096, doc="z_dim of the seed (docs/methods/anogan.md#2b); the MVTec AD benchmark used 64"),
+        "filters": Field(64, int, low=4, high=512, doc="gf_dim = df_dim (docs/methods/anogan.md#2b)"),
+        "generator_updates": Field(2, int, low=1, high=10, doc="G updates per D update, same z (docs/methods/anogan.md#2d)"),
         "discrimination_weight": Field(0.1, float, low=0.0, high=1.0,
-                                       doc="λ of L = (1-λ)·ΣL1 + λ·ΣL1(features) (§2.c)"),
+                                       doc="λ of L = (1-λ)·ΣL1 + λ·ΣL1(features) (docs/methods/anogan.md#2c)"),
         "search_steps": Field(AUTO, int, low=0, high=100000, allow=(AUTO,),
-                              doc="Adam steps of the latent search; auto = Γ = 500 of the paper (§2.d; the "
+                              doc="Adam steps of the latent search; auto = Γ = 500 of the paper (docs/methods/anogan.md#2d; the "
                                   "MVTec AD benchmark used 300)"),
         "search_lr": Field(AUTO, float, low=0.0, high=10.0, allow=(AUTO,),
                            doc="latent-search Adam learning rate (β1 0.5); auto = 0.02, the MVTec AD "
-                               "benchmark's (the seed code: 0.001 for 10000 steps, §2.d)"),
+                               "benchmark's (the seed code: 0.001 for 10000 steps, docs/methods/anogan.md#2d)"),
         "search_restarts": Field(1, int, low=1, high=64, doc="random starting points per image, best kept"),
         "search_init": Field("random", choices=("random", "encoder"),
                              doc="random = the paper's U(-1, 1) start; encoder = start from E(x) (ours)"),
@@ -231,20 +231,20 @@ DETECTOR_PARAMS: dict[str, dict[str, Field]] = {
 
 DETECTOR_PARAMS["piad"] = {
     "latent_dim": Field(32, int, low=1, high=4096, doc="latent channels d; MNIST/COIL 32, CIFAR-10 256, CelebA 64, "
-                                                      "LSUN 32 (§1.b)"),
-    "latent_res": Field(1, int, low=1, high=512, doc="latent grid r x r x d: 1, or 4 for LSUN (§1.b)"),
-    "generator_dims": Field([32, 32, 32, 32], list, doc="G widths, log2(2·size/4) entries (§1.b table)"),
-    "encoder_dims": Field([32, 32, 32, 32], list, doc="E widths (§1.b table)"),
-    "image_critic_dims": Field([32, 32, 32, 32], list, doc="D_x widths (§1.b table)"),
-    "latent_critic_dims": Field([128, 128], list, doc="D_z hidden widths (§1.b table)"),
-    "n_dis": Field(2, int, low=1, high=10, doc="critic steps per E/G step: 2, 3 for CelebA and LSUN (§1.d)"),
-    "critic_learning_rate": Field(5e-4, float, low=0.0, high=1.0, doc="Adam for D_x and D_z (§1.d)"),
-    "weight_decay": Field(1e-8, float, low=0.0, high=1.0, doc="coupled L2 of every Adam (§1.d)"),
-    "weight_policy": Field(True, bool, doc="gradient-normalising weights w_E, w_G (§1.c); false: 1"),
-    "weight_update_every": Field(100, int, low=1, doc="iterations between weight updates (§1.c)"),
+                                                      "LSUN 32 (docs/methods/piad.md#1b)"),
+    "latent_res": Field(1, int, low=1, high=512, doc="latent grid r x r x d: 1, or 4 for LSUN (docs/methods/piad.md#1b)"),
+    "generator_dims": Field([32, 32, 32, 32], list, doc="G widths, log2(2·size/4) entries (docs/methods/piad.md#1b table)"),
+    "encoder_dims": Field([32, 32, 32, 32], list, doc="E widths (docs/methods/piad.md#1b table)"),
+    "image_critic_dims": Field([32, 32, 32, 32], list, doc="D_x widths (docs/methods/piad.md#1b table)"),
+    "latent_critic_dims": Field([128, 128], list, doc="D_z hidden widths (docs/methods/piad.md#1b table)"),
+    "n_dis": Field(2, int, low=1, high=10, doc="critic steps per E/G step: 2, 3 for CelebA and LSUN (docs/methods/piad.md#1d)"),
+    "critic_learning_rate": Field(5e-4, float, low=0.0, high=1.0, doc="Adam for D_x and D_z (docs/methods/piad.md#1d)"),
+    "weight_decay": Field(1e-8, float, low=0.0, high=1.0, doc="coupled L2 of every Adam (docs/methods/piad.md#1d)"),
+    "weight_policy": Field(True, bool, doc="gradient-normalising weights w_E, w_G (docs/methods/piad.md#1c); false: 1"),
+    "weight_update_every": Field(100, int, low=1, doc="iterations between weight updates (docs/methods/piad.md#1c)"),
     "perceptual_weights": Field("torchvision", doc="VGG19 for the perceptual loss: torchvision (the paper's; "
                                 "give its weights as a file), keras-imagenet, none (random, offline) or a "
-                                "Keras VGG19 (no top) weight file (§1.c, §1.g.2)"),
+                                "Keras VGG19 (no top) weight file (docs/methods/piad.md#1c, docs/methods/piad.md#1g-2)"),
     "perceptual_network": Field("vgg19", choices=("vgg19", "efficientnet_lite0"),
                                 doc="the perceptual loss's network: vgg19 (the paper's; weights by perceptual_weights) "
                                     "or efficientnet_lite0 (ImageNet weights offline, stage3 features at stride 8; "
@@ -252,25 +252,25 @@ DETECTOR_PARAMS["piad"] = {
     "perceptual_stats": Field(None, allow=OPTIONAL, doc="relu4_2 mean/std JSON for weights other than torchvision's"),
     "reconstruction_loss": Field("relative_perceptual_l1", choices=("relative_perceptual_l1", "perceptual_l1",
                                                                    "perceptual_l2", "pixel_l2"),
-                                 doc="E/G reconstruction loss and score: the paper's, or an ablation of §1.c "
+                                 doc="E/G reconstruction loss and score: the paper's, or an ablation of docs/methods/piad.md#1c "
                                      "(pixel_l2 needs no VGG19)"),
     "reconstruction_weights": Field([1.0, 1.0], list, doc="w_E, w_G: fixed when weight_policy is false (the "
-                                                          "manual ablation: 10, 100), else the policy's start (§1.c)"),
+                                                          "manual ablation: 10, 100), else the policy's start (docs/methods/piad.md#1c)"),
 }
 
 DETECTOR_PARAMS["lntra"] = {
-    "clip_length": Field(16, int, low=8, high=64, doc="frames per clip, a multiple of 8; the centre one is scored (§5.a)"),
+    "clip_length": Field(16, int, low=8, high=64, doc="frames per clip, a multiple of 8; the centre one is scored (docs/methods/lntra.md#5a)"),
     "clip_stride": Field(1, int, low=1, high=64, doc="training clips start every this many frames: 1, every "
-                                                     "clip (§5.a); larger thins long videos"),
-    "widths": Field([96, 128, 256, 256], list, doc="channels of the four 3D convolutions (§5.b)"),
+                                                     "clip (docs/methods/lntra.md#5a); larger thins long videos"),
+    "widths": Field([96, 128, 256, 256], list, doc="channels of the four 3D convolutions (docs/methods/lntra.md#5b)"),
     "skip_frame": Field(0.0, float, low=0.0, high=1.0, doc="probability of a skip-frame pseudo anomaly per clip; "
-                                                           "the paper's skip model 0.2 (§5.c)"),
-    "jumps": Field([2, 3, 4, 5], list, doc="frame steps a skip-frame clip draws from (§5.c)"),
+                                                           "the paper's skip model 0.2 (docs/methods/lntra.md#5c)"),
+    "jumps": Field([2, 3, 4, 5], list, doc="frame steps a skip-frame clip draws from (docs/methods/lntra.md#5c)"),
     "patch": Field(0.0, float, low=0.0, high=1.0, doc="probability of a patch pseudo anomaly per clip; the "
-                                                      "paper's patch model 0.2 (§5.c)"),
+                                                      "paper's patch model 0.2 (docs/methods/lntra.md#5c)"),
     "patch_kind": Field("smoothmix_s", choices=("smoothmix_s", "smoothmix_c", "cutmix", "mixup_patch"),
-                        doc="patch mask: the paper's patch model SmoothMixS (§5.c)"),
-    "max_size": Field(0.2, float, low=0.0, high=1.0, doc="largest patch side / frame side, α; the patch model 0.5 (§5.c)"),
+                        doc="patch mask: the paper's patch model SmoothMixS (docs/methods/lntra.md#5c)"),
+    "max_size": Field(0.2, float, low=0.0, high=1.0, doc="largest patch side / frame side, α; the patch model 0.5 (docs/methods/lntra.md#5c)"),
     "max_move": Field(0, int, low=0, high=256, doc="patch motion per frame in pixels at 256x256, β; the patch model 10"),
     "intruders": Field("cifar100", doc="patch contents: cifar100 (keras.datasets), cifar-100-python.tar.gz, a "
                                        "folder of images, or digits (scikit-learn's, offline)"),
@@ -460,7 +460,7 @@ def _check_section(section, given, fields, source):
 
 
 def _check_piad_dims(det, shape, key, source):
-    """Each width list needs log2(2·size / max(latent_res, 4)) entries (§1.b); a square power-of-two size."""
+    """Each width list needs log2(2·size / max(latent_res, 4)) entries (docs/methods/piad.md#1b); a square power-of-two size."""
     size = shape[0]
     if shape[0] != shape[1] or size & (size - 1):
         raise ConfigError(source, key, f"piad needs a square power of two (32, 64, ...); got {_shape_text(shape)}")
@@ -472,7 +472,7 @@ def _check_piad_dims(det, shape, key, source):
         dims = det[name]
         if len(dims) != needed or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
             raise ConfigError(source, f"detector.{name}", f"needs {needed} positive integers for {size}x{size} "
-                                                          f"images (§1.b); got {dims!r}")
+                                                          f"images (docs/methods/piad.md#1b); got {dims!r}")
     if not det["latent_critic_dims"] or not all(isinstance(d, int) and d > 0 for d in det["latent_critic_dims"]):
         raise ConfigError(source, "detector.latent_critic_dims", f"needs positive integers; got {det['latent_critic_dims']!r}")
 
@@ -494,7 +494,7 @@ def _check_model_shape(det, data, shape, key, source):
     if name == "ganomaly2d" and det["latent"] == "1d" and (height != width or not _is_power_of_two(height)):
         raise ConfigError(source, key, f"the 1d (GANomaly, DCGAN) variant needs a square power of two; got {text}")
     if name == "anogan" and (height % 16 or width % 16):
-        raise ConfigError(source, key, f"anogan's generator starts at image_size / 16 (§2.b): needs multiples of 16; "
+        raise ConfigError(source, key, f"anogan's generator starts at image_size / 16 (docs/methods/anogan.md#2b): needs multiples of 16; "
                                        f"got {text}")
     if name == "piad":
         _check_piad_dims(det, shape, key, source)
@@ -508,7 +508,7 @@ def _check_model_shape(det, data, shape, key, source):
     if name == "cae":
         if det["architecture"] == "resnet":
             if shape != (299, 299) or data["channels"] != 3:
-                raise ConfigError(source, key, "the resnet architecture needs image_size 299 and channels 3 (§3.b)")
+                raise ConfigError(source, key, "the resnet architecture needs image_size 299 and channels 3 (docs/methods/cae.md#3b)")
         elif not (_is_power_of_two(height) and _is_power_of_two(width)) or min(shape) < 32:
             raise ConfigError(source, key, f"the mvtec architecture needs powers of two >= 32 (32, 64, ... 512, "
                                            f"or [256, 128]); got {text}")
@@ -561,7 +561,7 @@ def _check_consistency(values, source):
         raise ConfigError(source, "train.min_epoch_images", "lntra trains on every clip once per epoch; leave it 0")
     if det["name"] == "lntra" and (det["clip_length"] % 8 or image[0] % 16 or image[1] % 16 or data["channels"] != 1):
         raise ConfigError(source, "detector.clip_length", "lntra needs clip_length a multiple of 8, "
-                                                          "data.image_size multiples of 16 and data.channels 1 (§5.a)")
+                                                          "data.image_size multiples of 16 and data.channels 1 (docs/methods/lntra.md#5a)")
     if det["name"] == "patchcore" and values["train"]["precision"] != "float32":
         raise ConfigError(source, "train.precision", "patchcore trains no weights (one feature pass): leave float32")
     post = values["postprocess"]

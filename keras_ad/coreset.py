@@ -1,6 +1,6 @@
 """PatchCore's memory bank: a greedy k-centre coreset of the training patch features, in bounded memory.
 
-Greedy k-centre (Sener and Savarese 2018, as PatchCore uses it, docs/methods/patchcore.md#coreset)
+Greedy k-centre (Sener and Savarese 2018, as PatchCore uses it, docs/methods/patchcore.md)
 starts from one point and repeatedly adds the point farthest from everything chosen; after k steps
 every point lies within the reported radius of a chosen one. Distances are measured after a fixed
 Gaussian random projection to `projection_dim` dimensions (Johnson-Lindenstrauss, as the paper does

@@ -15,7 +15,7 @@ METRIC_KEYS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
 
 
 def calibrate_run(run, cfg, scorer, min_area=None) -> dict:
-    """§3.e on the run's validation split (good images only); writes calibration.json and its plots."""
+    """docs/methods/cae.md#3e on the run's validation split (good images only); writes calibration.json and its plots."""
     if scorer.detector.clip_length:
         from keras_ad import video_evaluation
 
@@ -55,7 +55,7 @@ def fit_maps(maps, cfg, min_area, region) -> tuple[dict, np.ndarray]:
 
 
 def finish_calibration(run, scorer, maps, result, what) -> dict:
-    """Write calibration.json and its plots (§3.f), give the scorer the result, say what it came from."""
+    """Write calibration.json and its plots (docs/methods/cae.md#3f), give the scorer the result, say what it came from."""
     curves = calibration.finetune_curves(maps)
     t = result["pixel_threshold"]
     hists = {f"t = {f:g}·threshold": calibration.areas_at(maps, f * t) for f in (0.5, 0.75, 0.9, 1.0)}
@@ -193,7 +193,7 @@ def markdown_report(report) -> str:
                     f"{decision['min_area']} px, from {decision['n_validation_images']} good validation images): "
                     f"TPR {_fmt(decision['tpr'])}, TNR {_fmt(decision['tnr'])}."]
     if "frame_auroc_offline" in report:
-        out += ["", f"Frame-level ROC AUC over all test videos (§5.e): offline, the paper's per-video min-max "
+        out += ["", f"Frame-level ROC AUC over all test videos (docs/methods/lntra.md#5e): offline, the paper's per-video min-max "
                     f"normalisation, {_fmt(report['frame_auroc_offline'])}; online, each frame against the PSNR "
                     f"range of normal clips, {_fmt(report['frame_auroc_online'])}. The table's image AUROC is the "
                     f"offline one; pixel metrics use the centre frames' error maps.",

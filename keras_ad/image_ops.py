@@ -75,7 +75,7 @@ def resize(images, size, method: str = "bilinear"):
 
 
 def defect_decision(maps, threshold, min_area: int):
-    """The calibrated rule (detectors.md §3.g) in-graph: (is_anomalous [N] bool, defect_area [N] int32).
+    """The calibrated rule (docs/methods/cae.md#3g) in-graph: (is_anomalous [N] bool, defect_area [N] int32).
 
     A pixel is abnormal when map > threshold; an image is defective iff an 8-connected region of
     abnormal pixels has at least `min_area` pixels; `defect_area` counts the pixels of such regions.

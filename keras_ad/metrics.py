@@ -1,6 +1,6 @@
 """Anomaly-detection metrics on scored data: image AUROC, pixel AUROC, AUPRO, F1-max.
 
-Defective = positive class (detectors.md §0.1.9). ROC and PR curves come from scikit-learn, connected
+Defective = positive class (docs/stack.md#01-9). ROC and PR curves come from scikit-learn, connected
 regions from scikit-image; AUPRO follows the MVTec AD definition (mean per-region overlap against
 the false-positive rate of normal pixels, integrated up to an FPR limit and divided by it).
 """
@@ -93,7 +93,7 @@ def summary(labels, scores, masks=None, maps=None, has_mask=None, fpr_limit=0.3)
 
 
 def decision_rates(labels, predicted):
-    """TPR = TP / P and TNR = TN / N of an image-level decision (§3.g)."""
+    """TPR = TP / P and TNR = TN / N of an image-level decision (docs/methods/cae.md#3g)."""
     labels, predicted = np.asarray(labels, bool), np.asarray(predicted, bool)
     tpr = float((predicted & labels).sum() / labels.sum()) if labels.any() else float("nan")
     tnr = float((~predicted & ~labels).sum() / (~labels).sum()) if (~labels).any() else float("nan")

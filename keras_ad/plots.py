@@ -93,7 +93,7 @@ def score_histogram(scores, labels, path, threshold=None, title="image scores"):
 
 
 def finetune_plots(curves: dict, area_hists: dict, calibrated: dict, path):
-    """§3.f in one figure: regions and their area versus threshold, and area histograms."""
+    """docs/methods/cae.md#3f in one figure: regions and their area versus threshold, and area histograms."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     t = curves["thresholds"]
     axes[0].plot(t, curves["n_regions"])

@@ -39,7 +39,7 @@ def _multiworker_strategy():
 
 def _shard_by_data(dataset):
     """Each worker takes its part of every global batch (AutoShardPolicy.DATA): the only sharding that
-    works for in-memory images and custom train steps across workers (stack.md §3)."""
+    works for in-memory images and custom train steps across workers (docs/stack.md#3)."""
     if dataset is None:
         return None
     options = tf.data.Options()
@@ -49,7 +49,7 @@ def _shard_by_data(dataset):
 
 def resolve_epochs(train_cfg, n_train, step_images):
     """train.iterations rounded up to whole epochs of `step_images` per step; else train.epochs; else
-    §3.d's floor(augmented images / training images)."""
+    docs/methods/cae.md#3d's floor(augmented images / training images)."""
     if train_cfg.iterations:
         steps_per_epoch = max(n_train, train_cfg.min_epoch_images) // step_images
         return -(-train_cfg.iterations // steps_per_epoch)

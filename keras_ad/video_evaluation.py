@@ -1,4 +1,4 @@
-"""Calibrate and evaluate a video detector (LNTRA, §5.e): every clip of every test video, its centre
+"""Calibrate and evaluate a video detector (LNTRA, docs/methods/lntra.md#5e): every clip of every test video, its centre
 frame's score, frame-level ROC AUC over all videos with the paper's per-video min-max normalisation
 (offline) and with the normal clips' PSNR range (online, usable frame by frame)."""
 
@@ -30,7 +30,7 @@ def _calibration_videos(cfg):
 
 
 def calibrate(run, cfg, scorer, min_area=None) -> dict:
-    """Pixel threshold on the centre-frame error maps of normal clips (§3.e's rule) and their PSNR range
+    """Pixel threshold on the centre-frame error maps of normal clips (docs/methods/cae.md#3e's rule) and their PSNR range
     for the online score; writes calibration.json."""
     min_area = min_area or cfg.calibrate.min_area
     videos, kind = _calibration_videos(cfg)
@@ -84,7 +84,7 @@ def evaluate(run, cfg, scorer) -> dict:
               "frame_auroc_offline": summary["image_auroc"],
               "frame_auroc_online": metrics.image_auroc(labels_all, online_all) if psnr_range else float("nan"),
               "scored_frames": "clip s scores frame s + clip_length // 2; the first and last frames of each "
-                               "video have no score (§5.e.4)",
+                               "video have no score (docs/methods/lntra.md#5e-4)",
               "per_video": rows, "per_defect": {}}
     if decided:
         report["calibrated_decision"] = {**scorer.calibration,

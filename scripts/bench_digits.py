@@ -4,10 +4,10 @@
     python scripts/bench_digits.py [--classes 0,1,...,9] [--epochs 60] [--iterations 600] [--out bench_digits]
 
 For every normal class c: class c is normal, the nine others anomalies; each class is split 80/20 with
-a seed (PIAD's protocol for small sets, detectors.md §1.a), the normal 80 % trains (10 % of it
+a seed (PIAD's protocol for small sets, docs/methods/piad.md#1a), the normal 80 % trains (10 % of it
 validates), the normal 20 % and the other classes' 20 % test. Both detectors see the same splits.
 `cae` trains --epochs epochs; `piad` counts iterations as its paper does (--iterations E/G steps, each
-after 2 critic steps, on the set repeated to 960 images per epoch; the paper: 50k on MNIST, §1.d).
+after 2 critic steps, on the set repeated to 960 images per epoch; the paper: 50k on MNIST, docs/methods/piad.md#1d).
 PIAD runs with random VGG19 features here (`perceptual_weights: none`: no download on this machine);
 pass --perceptual-weights FILE for the paper's. Writes <out>/digits.md and <out>/digits.json (image
 AUROC per class, mean, training seconds) and keeps each run under <out>/runs/.

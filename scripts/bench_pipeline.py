@@ -4,7 +4,7 @@
     python scripts/bench_pipeline.py [--sizes 1000,10000] [--image-size 256] [--data DIR] [--out FILE]
 
 Writes N synthetic 256x256 RGB JPEGs per size (once, under --data), then, for each size and mode, runs
-one epoch of `keras_ad.data.pipeline.training_data` (decode, pre-process, §3.a augmentation, batch 16)
+one epoch of `keras_ad.data.pipeline.training_data` (decode, pre-process, docs/methods/cae.md#3a augmentation, batch 16)
 in a fresh process and reports its peak resident memory (ru_maxrss), the resident memory before the
 data was touched, and images/s. Modes: `stream` (data.cache_mb: 0, decoded per epoch in tf.data) and
 `cache` (decoded once into memory; only where the set fits the default data.cache_mb).

@@ -4,7 +4,7 @@
     python scripts/convert_torchvision_vgg19.py --state-dict vgg19-dcbb9e9d.pth --out vgg19_torchvision.weights.h5
     keras-ad train --config configs/piad_mnist.yaml --set detector.perceptual_weights=vgg19_torchvision.weights.h5
 
-PIAD's released relu4_2 statistics belong to torchvision's weights (detectors.md §1.g.2); Keras' own
+PIAD's released relu4_2 statistics belong to torchvision's weights (docs/methods/piad.md#1g-2); Keras' own
 VGG19 is a different (Caffe) conversion. Reading a .pth file needs PyTorch (`pip install torch`, CPU
 build); a .npz of the state dict's arrays (same keys) works without it. The download URL of the
 .pth file is torchvision's (`torchvision.models.VGG19_Weights.IMAGENET1K_V1`).

@@ -4,8 +4,8 @@
     python scripts/perceptual_stats.py --weights keras-imagenet --images imagenet_val/ --out stats.json
     keras-ad train ... --set detector.perceptual_weights=keras-imagenet --set detector.perceptual_stats=stats.json
 
-The statistics PIAD's authors released are for torchvision's VGG19 (§1.c.3); Keras' ImageNet VGG19
-has other weights and another input normalisation, so its features need their own (§1.g.2). Every
+The statistics PIAD's authors released are for torchvision's VGG19 (docs/methods/piad.md#1c-3); Keras' ImageNet VGG19
+has other weights and another input normalisation, so its features need their own (docs/methods/piad.md#1g-2). Every
 image is resized to --size (the paper's statistics come from ImageNet-sized inputs) and read through
 the same pre-processing as training; mean and std are pooled over images and positions.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PIAD's benchmark tables: every data set x normal class x run, ROC AUC mean ± std over runs (§1.f).
+"""PIAD's benchmark tables: every data set x normal class x run, ROC AUC mean ± std over runs (docs/methods/piad.md#1f).
 
     python scripts/run_all.py [--datasets mnist,cifar10] [--runs 3] [--out runs/piad_all]
                               [--classes 0,1] [--set detector.perceptual_weights=vgg19.weights.h5 ...]
@@ -34,7 +34,7 @@ DATASETS = {
     "celeba": ["normal"],
     "lsun": ["normal"],
 }
-# the loss ablation on CIFAR-10 (§1.c): configs/piad_ablation_cifar10_<variant>.yaml, not run by default
+# the loss ablation on CIFAR-10 (docs/methods/piad.md#1c): configs/piad_ablation_cifar10_<variant>.yaml, not run by default
 DATASETS.update({f"ablation_cifar10_{variant}": DATASETS["cifar10"]
                  for variant in ("perceptual_l1", "perceptual_l2", "pixel_l2", "pixel_l2_manual")})
 PER_DEFECT = {"celeba"}  # one AUROC per anomaly class of a single run

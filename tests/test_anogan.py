@@ -19,7 +19,7 @@ def _cfg(size=32, channels=3, filters=8, **detector):
 
 
 def test_paper_shapes_at_64x64():
-    """§2.b: G starts at 4x4x512 and ends at 64x64xc; f(x) is D's 4x4x512 map; one logit."""
+    """docs/methods/anogan.md#2b: G starts at 4x4x512 and ends at 64x64xc; f(x) is D's 4x4x512 map; one logit."""
     g = a.generator((64, 64), 3, 64, 100)
     assert g.layers[2].output.shape == (None, 4, 4, 512)
     assert g.output_shape == (None, 64, 64, 3)
@@ -28,7 +28,7 @@ def test_paper_shapes_at_64x64():
     assert a.encoder((64, 64), 3, 64, 100).output_shape == (None, 100)
     batch_norms = [layer for layer in g.layers + d.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(batch_norms) == 4 + 3  # none after D's first conv
-    assert all(bn.epsilon == 1e-5 and bn.momentum == 0.9 for bn in batch_norms)  # §0.1.4
+    assert all(bn.epsilon == 1e-5 and bn.momentum == 0.9 for bn in batch_norms)  # docs/stack.md#01-4
 
 
 def test_paper_defaults_and_config_checks():
@@ -44,7 +44,7 @@ def test_paper_defaults_and_config_checks():
 
 
 def test_score_is_the_weighted_sum_of_the_two_l1_sums():
-    """§2.c: L = 0.9·Σ|x - G(z)| + 0.1·Σ|f(x) - f(G(z))|, sums per image (not means, §2.g.4)."""
+    """docs/methods/anogan.md#2c: L = 0.9·Σ|x - G(z)| + 0.1·Σ|f(x) - f(G(z))|, sums per image (not means, docs/methods/anogan.md#2g-4)."""
     model = build(_cfg())
     images = tf.random.stateless_uniform((2, 32, 32, 3), seed=(3, 4))
     loss, generated, z = model.search(images, steps=0)
@@ -94,7 +94,7 @@ def test_search_lowers_the_loss_monotonically_on_average(trained):
 
 def test_scores_do_not_depend_on_order_or_batch(trained):
     """Same starting latents for every image, per-image sums, inference-mode BN: a permuted batch gives
-    permuted scores, and an image scored alone gets the score it gets in the batch (§2.g.1, §2.g.5)."""
+    permuted scores, and an image scored alone gets the score it gets in the batch (docs/methods/anogan.md#2g-1, docs/methods/anogan.md#2g-5)."""
     detector, images = trained
     score = tf.function(lambda x: detector.score_and_map(x)[0])
     together = score(images).numpy()
@@ -190,7 +190,7 @@ def test_calibration_and_report_cover_the_edge_variant(train_tiny, trained_run, 
 
 
 def test_anogan_trains_on_grey_digits_leaving_one_class_out(tmp_path):
-    """Grey images end to end (the seed's MNIST setting, §2.a) on scikit-learn's 8x8 digits."""
+    """Grey images end to end (the seed's MNIST setting, docs/methods/anogan.md#2a) on scikit-learn's 8x8 digits."""
     report, digits = train_on_digits(tmp_path, {"name": "anogan", "filters": 8, "latent_dim": 16, "search_steps": 5},
                                      labels=(0, 1), abnormal_class="1")
     assert report["n_defective"] == int((digits.target == 1).sum())

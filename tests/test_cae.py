@@ -1,4 +1,4 @@
-"""The `cae` detector: architecture shapes (§3.b), residual maps (§3.i.1), ImageNet weights offline."""
+"""The `cae` detector: architecture shapes (docs/methods/cae.md#3b), residual maps (docs/methods/cae.md#3i-1), ImageNet weights offline."""
 
 import keras
 import numpy as np
@@ -13,7 +13,7 @@ from keras_ad.losses.reconstruction import residual_map
 @pytest.mark.parametrize("shape, down_convs", [((32, 32), 2), ((64, 64), 3), ((128, 128), 4), ((256, 256), 5),
                                                ((128, 64), 3), ((32, 128), 2)])
 def test_mvtec_autoencoder_shapes(shape, down_convs):
-    """§3.b's table for squares; a non-square input halves to 8 on its short side and keeps one latent code."""
+    """docs/methods/cae.md#3b's table for squares; a non-square input halves to 8 on its short side and keeps one latent code."""
     encoder, decoder = cae.mvtec_autoencoder(shape, 1, latent_dim=100)
     assert encoder.output.shape[1:] == (1, 1, 100)
     assert decoder.output.shape[1:] == (*shape, 1)
@@ -69,7 +69,7 @@ def test_resnet_variant_builds_and_outputs_unit_range():
     assert encoder.get_layer("to_minus1_1")(np.array([0.0, 1.0])).numpy().tolist() == [-1.0, 1.0]
     model = cae.CAE(encoder, decoder, architecture="resnet")
     phases = model.training_phases(10, 2e-4, 1e-5)
-    assert [(p.until_epoch, p.learning_rate) for p in phases] == [(6, 2e-4), (10, 1e-5)]  # §3.d
+    assert [(p.until_epoch, p.learning_rate) for p in phases] == [(6, 2e-4), (10, 1e-5)]  # docs/methods/cae.md#3d
     model.enter_phase(0)
     assert not encoder.get_layer("inception_resnet_v2").trainable
 

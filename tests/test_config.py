@@ -14,10 +14,10 @@ def _write(tmp_path, text):
 
 def test_defaults_are_the_papers(tmp_path):
     cfg = config.load(_write(tmp_path, "data: {root: /x}\n"))
-    assert cfg.detector.latent_dim == 100 and cfg.detector.loss == "ssim"  # §3.b, §3.c
-    assert cfg.train.learning_rate == 2e-4 and cfg.train.lr_decay == 1e-5  # §3.d
-    assert cfg.data.val_fraction == 0.1 and cfg.data.image_size == 256  # §3.a
-    assert cfg.train.rotation_deg == 10 and cfg.train.shift == 0.05  # §3.a
+    assert cfg.detector.latent_dim == 100 and cfg.detector.loss == "ssim"  # docs/methods/cae.md#3b, docs/methods/cae.md#3c
+    assert cfg.train.learning_rate == 2e-4 and cfg.train.lr_decay == 1e-5  # docs/methods/cae.md#3d
+    assert cfg.data.val_fraction == 0.1 and cfg.data.image_size == 256  # docs/methods/cae.md#3a
+    assert cfg.train.rotation_deg == 10 and cfg.train.shift == 0.05  # docs/methods/cae.md#3a
 
 
 @pytest.mark.parametrize("text, key, words", [

@@ -279,7 +279,7 @@ def test_export_refuses_to_overwrite_and_bad_choices(exported, tmp_path):
 def test_unconvertible_graph_names_the_format_and_writes_nothing(trained_run, tmp_path, monkeypatch):
     from keras_ad.detectors.cae import CAE
 
-    def ssim_from_tf_image(self, images):  # tf.image.ssim: ShapeN with a dynamic batch (stack.md §4b)
+    def ssim_from_tf_image(self, images):  # tf.image.ssim: ShapeN with a dynamic batch (docs/stack.md#4b)
         index_map = tf.image.ssim(images, self(images), 1.0, return_index_map=True)
         return 1.0 - tf.pad(index_map, [[0, 0], [5, 5], [5, 5]])
 

@@ -1,5 +1,5 @@
-"""LNTRA (§5): pseudo anomalies against §5.c, PSNR and per-video normalisation by hand, clip indexing
-(§5.e), the autoencoder's shapes and one MirroredStrategy step equal to one single-device step."""
+"""LNTRA (docs/methods/lntra.md): pseudo anomalies against docs/methods/lntra.md#5c, PSNR and per-video normalisation by hand, clip indexing
+(docs/methods/lntra.md#5e), the autoencoder's shapes and one MirroredStrategy step equal to one single-device step."""
 
 import numpy as np
 import pytest

@@ -21,7 +21,7 @@ def test_cifar10_shapes_of_section_1b():
     """The CIFAR-10 table: G 4x4x256 -> 32x32x3 linear; E -> 1x1x256; D_x 4x4x128 + 1 std channel -> 1."""
     g = p.generator(32, 3, [256, 256, 128, 64], 256)
     assert g.output_shape == (None, 32, 32, 3)
-    assert g.layers[-1].activation.__name__ == "linear"  # no tanh (§1.g.1)
+    assert g.layers[-1].activation.__name__ == "linear"  # no tanh (docs/methods/piad.md#1g-1)
     assert p.encoder(32, 3, [64, 128, 256, 256], 256).output_shape == (None, 1, 1, 256)
     critic = p.image_critic(32, 3, [32, 64, 128, 128])
     std_layer = next(layer for layer in critic.layers if isinstance(layer, p.MinibatchStdDev))
@@ -84,7 +84,7 @@ def test_relative_loss_is_normalised_by_the_input_only_and_not_through_it():
 
 
 def _policy_by_hand(adv, rec, alpha=0.05):
-    """numpy version of §1.c: EWMA per kernel (y0 = s0), ratios adv/rec, median over kernels and time."""
+    """numpy version of docs/methods/piad.md#1c: EWMA per kernel (y0 = s0), ratios adv/rec, median over kernels and time."""
     def ewma(rows):
         out, y = [], rows[0]
         for row in rows:
@@ -110,7 +110,7 @@ def test_weight_policy_reads_kernels_of_unweighted_gradients():
     model.compile_phase(1e-4, 0.0)
     model.train_step(tf.random.stateless_uniform((24, 32, 32, 3), seed=(1, 2)))
     w_e, w_g = float(model.policy.weight("encoder")), float(model.policy.weight("generator"))
-    assert w_e > 0 and w_g > 0 and w_e != w_g  # one weight per network (§1.g.5)
+    assert w_e > 0 and w_g > 0 and w_e != w_g  # one weight per network (docs/methods/piad.md#1g-5)
     n_kernels = sum(1 for v in model.generator.trainable_variables if v.path.endswith("kernel"))
     assert model.policy.buffers["generator_adv"].shape == (200, n_kernels)
 
@@ -155,7 +155,7 @@ def test_digits_one_class_beats_chance(tmp_path):
     """End to end on scikit-learn's digits: 6 normal, the nine others anomalies, 50/50 split (~90 normal,
     ~810 anomalous test images). Under chance an AUROC has σ = sqrt((n₀ + n₁ + 1) / (12 n₀ n₁)) ≈ 0.032,
     so 0.75 is 0.5 + 7.8σ. The run is the paper's pixel-L2 ablation with its fixed weights (w_E 10,
-    w_G 100, §1.c): offline, the perceptual loss only has random VGG19 features, whose reconstructions
+    w_G 100, docs/methods/piad.md#1c): offline, the perceptual loss only has random VGG19 features, whose reconstructions
     are one texture for every image (measured, digit 6, 200 iterations: seeds 0/1 → 0.80/0.43), while
     this setting gave 0.99/0.96 (300 iterations, seeds 0/1); the perceptual path has its own tests."""
     detector = {"name": "piad", "reconstruction_loss": "pixel_l2", "weight_policy": False,

@@ -1,4 +1,4 @@
-"""Our banded-matmul SSIM against the tf.image oracle (stack.md: keep tf.image.ssim as the oracle)."""
+"""Our banded-matmul SSIM against the tf.image oracle (docs/stack.md#5: keep tf.image.ssim as the oracle)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The video layout (§5.a): frame folders, the label formats of Ped2/Avenue (MNAD), ShanghaiTech and ours;
+"""The video layout (docs/methods/lntra.md#5a): frame folders, the label formats of Ped2/Avenue (MNAD), ShanghaiTech and ours;
 the synthetic demo videos; a tiny LNTRA run through the CLI with its frame-level report."""
 
 import json

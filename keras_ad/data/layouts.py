@@ -4,16 +4,16 @@ Four layouts (README, "Data layouts"):
 - `mvtec`:  <root>/<category>/{train/good, test/<defect|good>, ground_truth/<defect>/<stem>_mask.png};
             every defective test image must have a mask.
 - `folder`: <root>/{train/good, test/good, test/<anything else>}; masks optional, same naming as MVTec.
-- `normal_abnormal`: <root>/{normal, abnormal} (GANomaly2D's frames of one scene, §4.2).
+- `normal_abnormal`: <root>/{normal, abnormal} (GANomaly2D's frames of one scene, docs/methods/ganomaly.md#42).
 - `one_class`: <root>/<class>/ for every class, one of them `data.abnormal_class` (GANomaly's
-            leave-one-class-out protocol, §4.1).
+            leave-one-class-out protocol, docs/methods/ganomaly.md#41).
 The last two have no test split: a seeded `data.test_fraction` of the normal images and every
 abnormal image form it; no masks.
 The `video` layout (frame folders of videos, LNTRA) is keras_ad.data.video's.
 A root of the form `synthetic:<category>` generates the built-in demo data set (cached) first
 (`synthetic:video`: the demo video set, keras_ad.data.synthetic_video);
 `data.source` (one_class) writes a labelled set's class folders once (keras_ad.data.sources).
-Every folder is filtered with `data.pattern` (e.g. `*.jpg`, AnoGAN's --input_fname_pattern, §2.a).
+Every folder is filtered with `data.pattern` (e.g. `*.jpg`, AnoGAN's --input_fname_pattern, docs/methods/anogan.md#2a).
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def _class_folders(root):
 
 
 def _discover_one_normal_class(root, data_cfg, seed, need_test):
-    """PIAD's protocols (§1.a): one class normal, every other class an anomaly.
+    """PIAD's protocols (docs/methods/piad.md#1a): one class normal, every other class an anomaly.
 
     official_split: train_* files of the normal class train, test_* files of every class test (MNIST,
     CIFAR-10). Otherwise each class is split with a seeded data.test_fraction (0.2 = the 80/20 of

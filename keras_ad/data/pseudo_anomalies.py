@@ -1,9 +1,9 @@
-"""LNTRA's pseudo anomalies (Astrid et al. 2021, detectors.md §5.c): what a training clip becomes, and
+"""LNTRA's pseudo anomalies (Astrid et al. 2021, docs/methods/lntra.md#5c): what a training clip becomes, and
 the normal clip it must still be reconstructed as.
 
 Clips are float32 [T, H, W] (grey, [-1, 1]). Patch-based: x̃ = m·I + (1 - m)·x with an intruder I and
 a mask m per frame; skip-frame: frames start + i·s of the same video. The target is always the normal
-clip: the autoencoder learns to repair anomalies, not to reproduce them (§5.g.1).
+clip: the autoencoder learns to repair anomalies, not to reproduce them (docs/methods/lntra.md#5g-1).
 Sizes in pixels (the 10-pixel minimum patch side, max_move) are the paper's at 256x256 and scale with
 the frame width.
 """
@@ -15,19 +15,19 @@ import os
 import numpy as np
 
 PATCH_KINDS = ("smoothmix_c", "smoothmix_s", "cutmix", "mixup_patch")
-KINDS = ("skip_frame",) + PATCH_KINDS  # the order of the source's probability intervals (§5.c)
+KINDS = ("skip_frame",) + PATCH_KINDS  # the order of the source's probability intervals (docs/methods/lntra.md#5c)
 PAPER_SIDE = 256  # the frame side the paper's pixel sizes refer to
 MIN_PATCH = 10
 
 
 def patch_size(rng, height, width, max_size):
-    """(h_b, w_b) = max(10, floor(U(0, α)·side)) each, drawn independently (§5.c)."""
+    """(h_b, w_b) = max(10, floor(U(0, α)·side)) each, drawn independently (docs/methods/lntra.md#5c)."""
     floor = max(1, round(MIN_PATCH * width / PAPER_SIDE))
     return (max(floor, int(rng.uniform(0, max_size) * height)), max(floor, int(rng.uniform(0, max_size) * width)))
 
 
 def box(center, size, limit, half_open_from_start=True):
-    """[start, stop) of a box side: CutMix clips the start, then adds the full size (§5.c); the smooth
+    """[start, stop) of a box side: CutMix clips the start, then adds the full size (docs/methods/lntra.md#5c); the smooth
     square spans [c - size//2, c + size//2), clipped."""
     if half_open_from_start:
         start = max(0, center - size // 2)
@@ -64,7 +64,7 @@ def smoothmix_s_mask(height, width, cy, cx, hb, wb):
 
 def smoothmix_c_mask(height, width, cy, cx, hb, wb):
     """Unnormalised Gaussian, σ_y = h_b, σ_x = w_b, peak 1; built [y][x] (the source's [x][y] is only
-    right for square frames, §5.g.8)."""
+    right for square frames, docs/methods/lntra.md#5g-8)."""
     y = np.arange(height, dtype=np.float32)[:, None]
     x = np.arange(width, dtype=np.float32)[None, :]
     return (np.exp(-(y - cy) ** 2 / (2.0 * hb ** 2)) * np.exp(-(x - cx) ** 2 / (2.0 * wb ** 2))).astype(np.float32)
@@ -76,7 +76,7 @@ MASKS = {"cutmix": cutmix_mask, "mixup_patch": mixup_patch_mask, "smoothmix_s": 
 
 def patch_masks(rng, kind, frames, height, width, max_size, max_move):
     """Masks [T, H, W] of one patch-based pseudo anomaly: one position for all frames (max_move 0) or a
-    random walk of the centre by integer steps in [-β, β], clipped to the frame (§5.c)."""
+    random walk of the centre by integer steps in [-β, β], clipped to the frame (docs/methods/lntra.md#5c)."""
     hb, wb = patch_size(rng, height, width, max_size)
     inclusive = 1 if kind == "smoothmix_c" else 0  # SmoothMixC draws its centre in [0, W] inclusive
     cy, cx = int(rng.integers(0, height + inclusive)), int(rng.integers(0, width + inclusive))
@@ -99,7 +99,7 @@ def paste(clip, intruder, masks):
 def skip_frame_clip(rng, video, start, length, jumps, retries=10):
     """(skip clip, its normal target): frames start + i·s (s drawn from `jumps`, indices clipped to the
     last frame) and the consecutive frames start ... start + length - 1. A video too short for the jump
-    re-draws the start up to `retries` times (§5.c)."""
+    re-draws the start up to `retries` times (docs/methods/lntra.md#5c)."""
     n = len(video)
     s = int(rng.choice(jumps))
     for _ in range(retries):
@@ -112,7 +112,7 @@ def skip_frame_clip(rng, video, start, length, jumps, retries=10):
 
 def choose_kind(rng, probabilities: dict):
     """At most one kind per clip: one u ~ U(0, 1) against consecutive intervals of width p_kind, in the
-    source's order (§5.c, §5.g.4); None = the clip stays normal."""
+    source's order (docs/methods/lntra.md#5c, docs/methods/lntra.md#5g-4); None = the clip stays normal."""
     u, edge = rng.uniform(), 0.0
     for kind in KINDS:
         edge += probabilities.get(kind, 0.0)
@@ -123,7 +123,7 @@ def choose_kind(rng, probabilities: dict):
 
 def stretch(image, height, width):
     """A grey uint8 image -> [-1, 1], bilinearly stretched (align_corners) over the whole frame: the
-    patch then shows a window of a very smooth texture, not a miniature (§5.g.2, §5.g.10)."""
+    patch then shows a window of a very smooth texture, not a miniature (docs/methods/lntra.md#5g-2, docs/methods/lntra.md#5g-10)."""
     image = image.astype(np.float32) / 127.5 - 1.0
     ys = np.linspace(0, image.shape[0] - 1, height)
     xs = np.linspace(0, image.shape[1] - 1, width)
@@ -137,7 +137,7 @@ def stretch(image, height, width):
 
 class ClipSampler:
     """Training pairs (input clip, target clip) [T, H, W] over every clip of every video, reshuffled each
-    epoch; each clip turns into at most one pseudo anomaly (probabilities per kind, §5.c).
+    epoch; each clip turns into at most one pseudo anomaly (probabilities per kind, docs/methods/lntra.md#5c).
 
     videos: [n_frames, H, W] each, float32 in [0, 1] (the detectors' input range: the paper's [-1, 1]
     mapped linearly, which the paste commutes with) or uint8 0..255 (read as x / 255); intruders: grey
@@ -220,7 +220,7 @@ def load_intruders(source: str, limit: int = 5000) -> list[np.ndarray]:
 
 
 def _grey(rgb):
-    """PIL's "L" conversion, as the source reads CIFAR intruders (§5.g.9)."""
+    """PIL's "L" conversion, as the source reads CIFAR intruders (docs/methods/lntra.md#5g-9)."""
     from PIL import Image
 
     return np.asarray(Image.fromarray(rgb).convert("L"))

@@ -1,13 +1,13 @@
 """Labelled data sets for the `one_class` layout, written once as <class>/ folders (`data.source`).
 
-PIAD's benchmarks (detectors.md §1.a) come as arrays or in their own folder structures; keras_ad
+PIAD's benchmarks (docs/methods/piad.md#1a) come as arrays or in their own folder structures; keras_ad
 turns each into the one_class layout in a cache folder, with `train_`/`test_` file-name prefixes that
 carry the official split (data.official_split), and trains from there:
 
 - `keras:mnist`, `keras:fashion_mnist`, `keras:cifar10`: keras.datasets (downloads once, needs internet)
 - `<file>.npz` with x_train, y_train, x_test, y_test (Keras' mnist.npz, or any such arrays)
 - `<file>.tar.gz`: CIFAR-10's python version
-- `coil100:<folder>`: the obj<N>__<angle>.png files of COIL-100, class 100 renamed 0 (§1.a)
+- `coil100:<folder>`: the obj<N>__<angle>.png files of COIL-100, class 100 renamed 0 (docs/methods/piad.md#1a)
 - `celeba:<folder>` / `celeba-extended:<folder>`: img_align_celeba/, list_attr_celeba.txt and
   list_eval_partition.txt; class `normal` (none of the attributes) and one class per attribute
 - `lsun:<folder>`: bedroom_train/, bedroom_val/ and conference_room_val/ image folders
@@ -33,10 +33,10 @@ KERAS_DATASETS = {"mnist": "mnist.npz", "fashion_mnist": "the four fashion-mnist
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FASHION_MNIST_CLASSES = ("t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
                          "bag", "ankle_boot")
-CELEBA_ATTRIBUTES = ("Bald", "Mustache", "Bangs", "Eyeglasses", "Wearing_Hat")  # §1.a
+CELEBA_ATTRIBUTES = ("Bald", "Mustache", "Bangs", "Eyeglasses", "Wearing_Hat")  # docs/methods/piad.md#1a
 CELEBA_EXTENDED = CELEBA_ATTRIBUTES + ("Bags_Under_Eyes", "Goatee", "Heavy_Makeup", "Sideburns")
 LSUN_FOLDERS = {"bedroom_train": ("normal", "train"), "bedroom_val": ("normal", "test"),
-                "conference_room_val": ("conference_room", "test")}  # validation splits test, as in ADGAN (§1.a)
+                "conference_room_val": ("conference_room", "test")}  # validation splits test, as in ADGAN (docs/methods/piad.md#1a)
 NORMAL = "normal"
 
 
@@ -179,7 +179,7 @@ def _link(target, out, cls, name):
 
 
 def link_coil100(root, out):
-    """obj<N>__<angle>.png -> <N mod 100>/ (label 100 renamed 0, §1.a); split by data.test_fraction."""
+    """obj<N>__<angle>.png -> <N mod 100>/ (label 100 renamed 0, docs/methods/piad.md#1a); split by data.test_fraction."""
     count = 0
     for path in list_images(root):
         name = os.path.basename(path)
@@ -202,7 +202,7 @@ def _celeba_table(path, skip):
 
 
 def link_celeba(root, out, attributes):
-    """§1.a: normal = none of the attributes (train split -> train_, test split -> test_); class A = test
+    """docs/methods/piad.md#1a: normal = none of the attributes (train split -> train_, test split -> test_); class A = test
     images with attribute A and none of the others (one AUC per attribute from report.json's per_defect)."""
     images = os.path.join(root, "img_align_celeba")
     partition = dict(_celeba_table(os.path.join(root, "list_eval_partition.txt"), 0))

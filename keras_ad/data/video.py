@@ -1,4 +1,4 @@
-"""Videos as frame folders (the MNAD layout of UCSD Ped2, CUHK Avenue and ShanghaiTech, §5.a).
+"""Videos as frame folders (the MNAD layout of UCSD Ped2, CUHK Avenue and ShanghaiTech, docs/methods/lntra.md#5a).
 
     <root>/training/frames/<video>/<frame>.jpg|png|tif     normal videos
     <root>/testing/frames/<video>/<frame>.jpg|png|tif
@@ -8,7 +8,7 @@ Frame labels of the test videos (1 = anomalous frame), the first found of:
     <root>/frame_labels_<name>.npy or <root>/testing/frame_labels.npy
                                                             MNAD: shape (1, all test frames), videos in sorted order
 Optional pixel masks: <root>/testing/masks/<video>/<frame>.png. Frames are listed by position in
-sorted file order, never parsed from their names (§5.a).
+sorted file order, never parsed from their names (docs/methods/lntra.md#5a).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def frame_preprocessor(data_cfg):
 def training_data(cfg, clip_length, batch_size):
     """(tf.data of (input clip, target clip) batches, clips per epoch, 8 sample clips, what the clips are,
     validation videos): every clip of the training videos once per epoch, each possibly a pseudo
-    anomaly (§5.c)."""
+    anomaly (docs/methods/lntra.md#5c)."""
     import tensorflow as tf
 
     from keras_ad.data import pseudo_anomalies
@@ -163,7 +163,7 @@ def training_data(cfg, clip_length, batch_size):
     spec = tf.TensorSpec((clip_length, *cfg.data.image_shape), tf.float32)
     dataset = tf.data.Dataset.from_generator(sampler.epoch, output_signature=(spec, spec))
     # one tensor [N, 2, T, H, W] (input, target), not an (x, y) pair: Keras cannot build from a
-    # PerReplica pair under MultiWorkerMirroredStrategy (stack.md §3)
+    # PerReplica pair under MultiWorkerMirroredStrategy (docs/stack.md#3)
     dataset = dataset.batch(batch_size, drop_remainder=True).map(lambda inputs, targets: tf.stack([inputs, targets], 1))
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(sampler) // batch_size))
     dataset = dataset.prefetch(tf.data.AUTOTUNE)

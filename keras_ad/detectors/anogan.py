@@ -1,12 +1,12 @@
-"""`anogan`: AnoGAN (Schlegl et al. 2017) with a batched test-time latent search, detectors.md §2.
+"""`anogan`: AnoGAN (Schlegl et al. 2017) with a batched test-time latent search, docs/methods/anogan.md.
 
 A DCGAN learns normal images only. To score an image, gradient descent looks for the latent z whose
 G(z) explains it best under L(z) = (1 - λ)·Σ|x - G(z)| + λ·Σ|f(x) - f(G(z))| (f: the discriminator's
-last feature map, λ = 0.1, sums as in the paper and the seed code, §2.c); the final loss is the image
-score and |x - G(z*)| (channel mean) the anomaly map (§2.e).
+last feature map, λ = 0.1, sums as in the paper and the seed code, docs/methods/anogan.md#2c); the final loss is the image
+score and |x - G(z*)| (channel mean) the anomaly map (docs/methods/anogan.md#2e).
 
 The search runs for a whole batch at once: one `tf.while_loop` of Adam steps on a [N, latent] tensor,
-each image's loss summed on its own so every z sees only its image's gradient (§2.g.5). It is part
+each image's loss summed on its own so every z sees only its image's gradient (docs/methods/anogan.md#2g-5). It is part
 of the scoring graph and exports to SavedModel.
 
 The edge variant (ours, after f-AnoGAN's izi_f encoder, Schlegl et al. 2019): after the GAN, an
@@ -14,7 +14,7 @@ encoder E is trained with G and D frozen to map x to z (loss mean (x - G(E(x)))�
 (f(x) - f(G(E(x))))²); scoring with z = E(x) and no search is a plain forward graph that TFLite and
 ONNX run. `search_init: encoder` starts the full search from E(x) instead of a random z.
 
-Fixes of the seed code's defects (§2.g), each a deliberate difference:
+Fixes of the seed code's defects (docs/methods/anogan.md#2g), each a deliberate difference:
 - every image starts from the same seeded latents (z is not carried over from the previous image),
   so a score depends on the image only, not on its batch or its position in it;
 - batch norm runs in inference mode (moving statistics) in G *and* in the discriminator features
@@ -34,14 +34,14 @@ from keras_ad.detectors.base import Detector, TrainingPhase, adam, descend, imag
 from keras_ad.detectors.blocks import (BATCH_NORM, DCGAN_INIT, MaxLeakyReLU, bce_per_example, float32_output,
                                        per_example)
 
-KERNEL = 5  # DCGAN-tensorflow's conv2d / deconv2d, stride 2, 'SAME' (§2.b)
+KERNEL = 5  # DCGAN-tensorflow's conv2d / deconv2d, stride 2, 'SAME' (docs/methods/anogan.md#2b)
 CONV_INIT = keras.initializers.TruncatedNormal(0.0, 0.02)  # conv kernels; deconv and dense: N(0, 0.02)
-ADAM_BETA_1 = 0.5  # DCGAN training and the latent search (§2.d)
+ADAM_BETA_1 = 0.5  # DCGAN training and the latent search (docs/methods/anogan.md#2d)
 TF1_ADAM_EPSILON = 1e-8  # tf.compat.v1.train.AdamOptimizer
 DOWNSAMPLING = 16  # four stride-2 stages: the generator starts at size / 16
 
 
-# ---------------------------------------------------------------- networks (§2.b)
+# ---------------------------------------------------------------- networks (docs/methods/anogan.md#2b)
 def generator(shape, channels, filters, latent_dim, name="generator"):
     """dense -> (h/16 x w/16) x 8f, BN, ReLU; 3 x (deconv 5x5 s2, BN, ReLU) halving the width; deconv -> tanh."""
     rows, cols = shape[0] // DOWNSAMPLING, shape[1] // DOWNSAMPLING
@@ -67,7 +67,7 @@ def conv_stack(shape, channels, filters, name):
 
 
 def discriminator(shape, channels, filters, name="discriminator"):
-    """(logit model, feature model f): the conv stack, then flatten + dense -> 1 logit (§2.b)."""
+    """(logit model, feature model f): the conv stack, then flatten + dense -> 1 logit (docs/methods/anogan.md#2b)."""
     features = conv_stack(shape, channels, filters, f"{name}_features")
     logit = layers.Dense(1, kernel_initializer=DCGAN_INIT)(layers.Flatten()(features.output))
     return keras.Model(features.input, float32_output(logit), name=name), features
@@ -109,7 +109,7 @@ def adam_descent(loss_fn, z0, steps: int, learning_rate: float, beta_1: float = 
 
 
 def search_terms(x, x_features, generated, generated_features):
-    """Per image: (Σ|x - G(z)| over pixels and channels, Σ|f(x) - f(G(z))| over the feature map), §2.c."""
+    """Per image: (Σ|x - G(z)| over pixels and channels, Σ|f(x) - f(G(z))| over the feature map), docs/methods/anogan.md#2c."""
     return (per_example(tf.reduce_sum, tf.abs(x - generated)),
             per_example(tf.reduce_sum, tf.abs(x_features - generated_features)))
 
@@ -132,19 +132,19 @@ class AnoGAN(Detector):
         self.discrimination_weight = discrimination_weight
         self.search_steps, self.search_lr, self.search_init = search_steps, search_lr, search_init
         self.encoder_epochs, self.encoder_feature_weight = encoder_epochs, encoder_feature_weight
-        # U(-1, 1) as the seed draws z, but the same draws for every image (§2.g.1): order independent.
+        # U(-1, 1) as the seed draws z, but the same draws for every image (docs/methods/anogan.md#2g-1): order independent.
         rng = np.random.default_rng(search_seed)
         self.initial_latents = rng.uniform(-1.0, 1.0, (search_restarts, latent_dim)).astype(np.float32)
         self.display_latents = rng.uniform(-1.0, 1.0, (64, latent_dim)).astype(np.float32)
         self.phase = "dcgan"
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_loss", "encoder_loss")}
-        self.built = True  # functional parts are built; fit() must not call() a dummy batch (stack.md §3)
+        self.built = True  # functional parts are built; fit() must not call() a dummy batch (docs/stack.md#3)
 
     @property
     def generator_variables(self):
         return self.generator.trainable_variables
 
-    # -- training: DCGAN (§2.c, §2.d), then the encoder
+    # -- training: DCGAN (docs/methods/anogan.md#2c, docs/methods/anogan.md#2d), then the encoder
     def training_phases(self, epochs, learning_rate, lr_decay):
         encoder_epochs = self.encoder_epochs or epochs
         return [TrainingPhase(epochs, learning_rate, lr_decay, "dcgan"),
@@ -154,7 +154,7 @@ class AnoGAN(Detector):
         self.phase = ("dcgan", "encoder")[index]
 
     def compile_phase(self, learning_rate, lr_decay):
-        """Adam 2e-4, β1 0.5 (§2.d) for G, D and the encoder; all built now, whatever the phase."""
+        """Adam 2e-4, β1 0.5 (docs/methods/anogan.md#2d) for G, D and the encoder; all built now, whatever the phase."""
         self.install_optimizers(lambda name: adam(learning_rate, lr_decay, ADAM_BETA_1, TF1_ADAM_EPSILON))
 
     def optimizer_variables(self):
@@ -162,7 +162,7 @@ class AnoGAN(Detector):
                 "e_optimizer": self.encoder.trainable_variables}
 
     def sample_latents(self, x):
-        """One z ~ U(-1, 1)^latent_dim per image of the training batch x (§2.c)."""
+        """One z ~ U(-1, 1)^latent_dim per image of the training batch x (docs/methods/anogan.md#2c)."""
         return tf.random.uniform([tf.shape(x)[0], self.latent_dim], -1.0, 1.0)
 
     def train_step(self, data):
@@ -174,7 +174,7 @@ class AnoGAN(Detector):
         return self._results()
 
     def _dcgan_step(self, x):
-        """One D update, then `generator_updates` G updates with the same z (§2.d: 2, to keep D from winning)."""
+        """One D update, then `generator_updates` G updates with the same z (docs/methods/anogan.md#2d: 2, to keep D from winning)."""
         z = self.sample_latents(x)
         with tf.GradientTape() as tape:
             fake = self.generator(z, training=True)
@@ -227,7 +227,7 @@ class AnoGAN(Detector):
         names = ("encoder_loss",) if self.phase == "encoder" else ("d_loss", "g_loss")
         return self.tracker_logs(names)
 
-    # -- scoring (§2.e)
+    # -- scoring (docs/methods/anogan.md#2e)
     def search(self, images, init: str = "random", steps: int | None = None):
         """Latent search for a batch of [0, 1] images -> (loss L(z*) [N], G(z*) in [-1, 1], z* [N, latent]).
 

@@ -19,7 +19,7 @@ class TrainingPhase:
 
 
 def adam(learning_rate, lr_decay, beta_1=0.9, epsilon=1e-7):
-    """Adam with Keras-2 `decay` as inverse-time decay per step (detectors.md §0.1.6, §3.d).
+    """Adam with Keras-2 `decay` as inverse-time decay per step (docs/stack.md#01-6, docs/methods/cae.md#3d).
 
     Ports of PyTorch code pass epsilon=1e-8 (PyTorch's default).
     """
@@ -68,7 +68,7 @@ class Detector(keras.Model):
 
     def tracker_logs(self, names=None) -> dict:
         """What a train/test step returns: the results of `self.trackers` (those of `names`), rank 1 under
-        MultiWorkerMirroredStrategy, whose Keras reduction fails on scalars (tensorflow#72388, stack.md §3)."""
+        MultiWorkerMirroredStrategy, whose Keras reduction fails on scalars (tensorflow#72388, docs/stack.md#3)."""
         names = names or list(self.trackers)
         rank_one = isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
         return {n: tf.reshape(self.trackers[n].result(), [1]) if rank_one else self.trackers[n].result()
@@ -122,7 +122,7 @@ class Detector(keras.Model):
 
     def install_optimizers(self, make):
         """One optimiser `make(name)` per entry of `optimizer_variables`, built at once on its variables
-        (inside the strategy's scope: an optimiser built lazily in a replica context fails, stack.md §3);
+        (inside the strategy's scope: an optimiser built lazily in a replica context fails, docs/stack.md#3);
         wrapped in a LossScaleOptimizer when the detector computes in float16."""
         for name, variables in self.optimizer_variables().items():
             optimizer = make(name)

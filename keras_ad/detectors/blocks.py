@@ -1,7 +1,7 @@
 """Building blocks the GAN detectors share: batch norm as the sources configure it, per-example losses.
 
 Losses are per example ([N]) so that a `train_step` reduces them with `tf.nn.compute_average_loss` and
-gets the same gradients on one device and under tf.distribute (stack.md §3).
+gets the same gradients on one device and under tf.distribute (docs/stack.md#3).
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-# PyTorch's BatchNorm2d and TF1's contrib batch_norm(decay=0.9, epsilon=1e-5) (§0.1.4); statistics
+# PyTorch's BatchNorm2d and TF1's contrib batch_norm(decay=0.9, epsilon=1e-5) (docs/stack.md#01-4); statistics
 # synchronised across replicas, so that a step under tf.distribute normalises with the global batch
 # like one device does.
 BATCH_NORM = {"epsilon": 1e-5, "momentum": 0.9, "synchronized": True}
-LEAKY_SLOPE = 0.2  # every GAN source here (§0.1.5)
+LEAKY_SLOPE = 0.2  # every GAN source here (docs/stack.md#01-5)
 DCGAN_INIT = keras.initializers.RandomNormal(0.0, 0.02)  # DCGAN weights: N(0, 0.02)
 
 
@@ -38,7 +38,7 @@ def bce_per_example(logits, target: float):
 
 class MaxLeakyReLU(keras.layers.Layer):
     """LeakyReLU as max(x, slope·x): the same values, but its gradient is a select, which TFLite and
-    tf2onnx convert and grappler's remapper does not trip over (LeakyReluGrad, stack.md §4d)."""
+    tf2onnx convert and grappler's remapper does not trip over (LeakyReluGrad, docs/stack.md#4d)."""
 
     def __init__(self, negative_slope: float = LEAKY_SLOPE, **kwargs):
         super().__init__(**kwargs)
@@ -56,10 +56,10 @@ class MaxLeakyReLU(keras.layers.Layer):
 
 class MinibatchStdDev(keras.layers.Layer):
     """Appends one constant channel: the mean over (h, w, c) of the per-position standard deviation
-    across the batch, sqrt(mean_b (a - mean_b a)² + 1e-8) (PIAD's image critic, §1.b).
+    across the batch, sqrt(mean_b (a - mean_b a)² + 1e-8) (PIAD's image critic, docs/methods/piad.md#1b).
 
     It uses the batch it is called on, in training and when the critic is evaluated for the gradient
-    penalty (§1.g.9); under tf.distribute that is the replica's part of the batch.
+    penalty (docs/methods/piad.md#1g-9); under tf.distribute that is the replica's part of the batch.
     """
 
     def call(self, x):

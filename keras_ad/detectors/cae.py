@@ -1,12 +1,12 @@
-"""`cae`: the convolutional autoencoder with SSIM loss of Bergmann et al. (MVTec AD), detectors.md §3.
+"""`cae`: the convolutional autoencoder with SSIM loss of Bergmann et al. (MVTec AD), docs/methods/cae.md.
 
-Two architectures (§3.b):
+Two architectures (docs/methods/cae.md#3b):
 - `mvtec`: the Bergmann CAE, 4x4/3x3 convs with LeakyReLU(0.2), a 100-d 1x1 latent code (ReLU) and a
   sigmoid output. Defined for 256x256 in the repo; every stride-2 conv beyond 64x64 adds one level, so the
   128x128 variant is the paper's (rows 2-10) and 32/64/512 follow the same rule.
 - `resnet`: an Inception-ResNet-v2 encoder (ImageNet weights) with a residual transposed-conv decoder.
   The repo feeds [-1, 1] into the encoder but compares a sigmoid [0, 1] output with that input, so it
-  can never reconstruct negative values (§3.i.2). Here the model takes [0, 1] images like every other
+  can never reconstruct negative values (docs/methods/cae.md#3i-2). Here the model takes [0, 1] images like every other
   detector, rescales to [-1, 1] inside, in front of the encoder only, and the loss compares the [0, 1]
   input with the [0, 1] output.
 """
@@ -26,11 +26,11 @@ from keras_ad.errors import UsageError
 from keras_ad.losses.reconstruction import get as get_loss
 from keras_ad.losses.reconstruction import residual_map
 
-LEAKY_SLOPE = 0.2  # every conv of the repo's mvtec model, §3.b
+LEAKY_SLOPE = 0.2  # every conv of the repo's mvtec model, docs/methods/cae.md#3b
 
 
 class WideStrideConvTranspose(layers.Conv2DTranspose):
-    """A 'valid' transposed conv whose stride exceeds its kernel (the 1x1 -> 8x8 step of §3.b).
+    """A 'valid' transposed conv whose stride exceeds its kernel (the 1x1 -> 8x8 step of docs/methods/cae.md#3b).
 
     Computes exactly what Conv2DTranspose computes, as the transposed conv of natural size
     (h - 1) * stride + kernel followed by zero padding up to h * stride and the bias: tf2onnx turns
@@ -50,7 +50,7 @@ class WideStrideConvTranspose(layers.Conv2DTranspose):
         return self.activation(outputs) if self.activation is not None else outputs
 
 
-# (filters, kernel, stride) of encoder rows 3-9 of §3.b (the 64x64 -> 8x8 part) ...
+# (filters, kernel, stride) of encoder rows 3-9 of docs/methods/cae.md#3b (the 64x64 -> 8x8 part) ...
 _ENCODER_CORE = [(32, 4, 2), (32, 3, 1), (64, 4, 2), (64, 3, 1), (128, 4, 2), (64, 3, 1), (32, 3, 1)]
 # ... and decoder rows 2-7 (8x8 -> 32x32 after the first 1x1 -> 8x8 transposed conv).
 _DECODER_CORE = [(64, 3, 1), (128, 4, 1), (64, 3, 2), (64, 4, 1), (32, 3, 2), (32, 4, 1)]
@@ -65,7 +65,7 @@ def _leaky_conv(x, filters, kernel, stride, transpose=False):
 
 
 def mvtec_autoencoder(shape, channels: int, latent_dim: int = 100):
-    """Encoder and decoder of §3.b for `shape` (height, width), powers of two >= 32.
+    """Encoder and decoder of docs/methods/cae.md#3b for `shape` (height, width), powers of two >= 32.
 
     The stride-2 convs take the shorter side down to 8; a non-square input ends at an 8 x 8k grid, which
     the latent conv (kernel = that grid, valid) still maps to one code of `latent_dim`, and the first
@@ -97,7 +97,7 @@ def mvtec_autoencoder(shape, channels: int, latent_dim: int = 100):
 
 
 def _residual_up_stage(x, filters, kernel, padding):
-    """T1 (transposed conv, stride 2) then BN-ReLU-convT3x3-BN-ReLU, added to T1's raw output (§3.b)."""
+    """T1 (transposed conv, stride 2) then BN-ReLU-convT3x3-BN-ReLU, added to T1's raw output (docs/methods/cae.md#3b)."""
     t1 = layers.Conv2DTranspose(filters, kernel, strides=2, padding=padding)(x)
     y = layers.ReLU()(layers.BatchNormalization()(t1))
     y = layers.Conv2DTranspose(filters, 3, strides=1, padding="same")(y)
@@ -106,7 +106,7 @@ def _residual_up_stage(x, filters, kernel, padding):
 
 
 def resnet_autoencoder(encoder_weights: str = "imagenet"):
-    """Inception-ResNet-v2 encoder (299x299x3 -> 8x8x1536 -> 8x8x512) and the residual decoder of §3.b."""
+    """Inception-ResNet-v2 encoder (299x299x3 -> 8x8x1536 -> 8x8x512) and the residual decoder of docs/methods/cae.md#3b."""
     image = keras.Input((299, 299, 3), name="image")
     scaled = layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(image)  # = inception preprocess_input
     base = _inception_resnet_v2(encoder_weights)
@@ -141,14 +141,14 @@ def _inception_resnet_v2(weights: str):
 
 
 class CAE(Detector):
-    """Autoencoder trained to reconstruct good images; the anomaly map is the residual (§3.c, §3.i.1).
+    """Autoencoder trained to reconstruct good images; the anomaly map is the residual (docs/methods/cae.md#3c, docs/methods/cae.md#3i-1).
 
     Args:
         encoder, decoder: functional models, image -> code -> image in [0, 1].
-        loss: "ssim" | "mssim" | "mse" | "l2" (§3.c).
+        loss: "ssim" | "mssim" | "mse" | "l2" (docs/methods/cae.md#3c).
         residual: "ssim" (1 - SSIM map, 11x11, sigma 1.5), "l2" (squared error) or "l1".
         mssim_scales: scales of the MS-SSIM loss.
-        architecture: "mvtec" or "resnet" (decides the training phases of §3.d).
+        architecture: "mvtec" or "resnet" (decides the training phases of docs/methods/cae.md#3d).
     """
 
     def __init__(self, encoder, decoder, loss="ssim", residual="ssim", mssim_scales=5,
@@ -166,7 +166,7 @@ class CAE(Detector):
         images = images_of(data)
         with tf.GradientTape() as tape:
             per_image = self.loss_fn(images, self(images, training=True))
-            loss = tf.nn.compute_average_loss(per_image)  # correct under tf.distribute (stack.md §3)
+            loss = tf.nn.compute_average_loss(per_image)  # correct under tf.distribute (docs/stack.md#3)
         descend(self.optimizer, tape, loss, self.trainable_variables)
         self.trackers["loss"].update_state(per_image)
         return self.tracker_logs()
@@ -187,7 +187,7 @@ class CAE(Detector):
     def training_phases(self, epochs, learning_rate, lr_decay):
         if self.architecture != "resnet":
             return [TrainingPhase(epochs, learning_rate, lr_decay)]
-        # §3.d: encoder frozen for ceil(0.6 * epochs), then everything at Adam 1e-5, decay 1e-6.
+        # docs/methods/cae.md#3d: encoder frozen for ceil(0.6 * epochs), then everything at Adam 1e-5, decay 1e-6.
         frozen = min(epochs, math.ceil(0.6 * epochs))
         phases = [TrainingPhase(frozen, learning_rate, lr_decay, "frozen encoder")]
         if frozen < epochs:

@@ -1,15 +1,15 @@
-"""`ganomaly2d`: GANomaly2D (spatial latent, anomaly map) and GANomaly (vector latent), detectors.md §4.
+"""`ganomaly2d`: GANomaly2D (spatial latent, anomaly map) and GANomaly (vector latent), docs/methods/ganomaly.md.
 
 Both are encoder -> decoder -> encoder generators trained against a discriminator; the anomaly is the
 distance between the latent of the image, z, and the latent of its reconstruction, ẑ.
 - `latent: 2d` (GANomaly2D, `SunnerLi/GANomaly2D`): CycleGAN-style stems, 4 stride-2 stages, so z is
   a (S/16)x(S/16) map; PatchGAN discriminator with BCE; L_G = 1·BCE + 10·Σ(x̂-x)² + 10·Σ|ẑ-z| with sums
-  over the batch (§4.2, §4.3.1); D step first, then the G step against the updated D.
+  over the batch (docs/methods/ganomaly.md#42, docs/methods/ganomaly.md#43-1); D step first, then the G step against the updated D.
 - `latent: 1d` (GANomaly, `samet-akcay/ganomaly`): DCGAN encoder/decoder, 100-d z; feature matching on
   the discriminator's last features; L_G = 1·adv + 50·mean|x-x̂| + 1·mean(z-ẑ)²; G step first, then D
-  (on the fake computed before the G step), D re-initialised when its loss falls below 1e-5 (§4.1).
+  (on the fake computed before the G step), D re-initialised when its loss falls below 1e-5 (docs/methods/ganomaly.md#41).
 
-Deviations from the code, each on purpose (§4.3):
+Deviations from the code, each on purpose (docs/methods/ganomaly.md#43):
 - the map is the raw channel mean of |z - ẑ|, not min-max normalised per batch: a thresholded map must
   mean the same in every batch (the repo's normalisation is a display mode only);
 - BatchNorm runs in inference mode when scoring (GANomaly's test pass used batch statistics);
@@ -29,12 +29,12 @@ from keras_ad.detectors.blocks import (BATCH_NORM, DCGAN_INIT, LEAKY_SLOPE, bce_
                                        per_example)
 
 PYTORCH_ADAM_EPSILON = 1e-8
-D_REINIT_BELOW = 1e-5  # GANomaly re-initialises D when its loss falls below this, §4.1
-LATENT_STRIDE = 16  # GANomaly2D: four stride-2 stages, §4.2
+D_REINIT_BELOW = 1e-5  # GANomaly re-initialises D when its loss falls below this, docs/methods/ganomaly.md#41
+LATENT_STRIDE = 16  # GANomaly2D: four stride-2 stages, docs/methods/ganomaly.md#42
 
 
 class ReflectionPadding2D(layers.Layer):
-    """Reflect-pad height and width by `pad` (PyTorch ReflectionPad2d; Keras has no such layer, §4.3.4)."""
+    """Reflect-pad height and width by `pad` (PyTorch ReflectionPad2d; Keras has no such layer, docs/methods/ganomaly.md#43-4)."""
 
     def __init__(self, pad: int, **kwargs):
         super().__init__(**kwargs)
@@ -53,7 +53,7 @@ class ReflectionPadding2D(layers.Layer):
 
 
 def _conv(x, filters, kernel, stride, pad=0, bias=False, init=None):
-    """PyTorch Conv2d(k, s, p): explicit zero padding + 'valid' (TF 'same' shifts the grid, §0.1.2)."""
+    """PyTorch Conv2d(k, s, p): explicit zero padding + 'valid' (TF 'same' shifts the grid, docs/stack.md#01-2)."""
     if pad:
         x = layers.ZeroPadding2D(pad)(x)
     return layers.Conv2D(filters, kernel, strides=stride, padding="valid", use_bias=bias,
@@ -66,7 +66,7 @@ def _bn(x, init=False):
     return layers.BatchNormalization(**BATCH_NORM)(x)
 
 
-# ---------------------------------------------------------------- GANomaly2D networks (§4.2)
+# ---------------------------------------------------------------- GANomaly2D networks (docs/methods/ganomaly.md#42)
 def cycle_encoder(height, width, channels, filters, name):
     """reflect-pad 3, conv 7x7, then 4 x (conv 3x3 s2 p1, BN, ReLU) doubling the width: z at stride 16."""
     image = keras.Input((height, width, channels))
@@ -82,7 +82,7 @@ def cycle_decoder(latent_shape, channels, filters, name="decoder"):
     z = keras.Input(latent_shape)
     x = z
     for stage in range(3, -1, -1):
-        # PyTorch's (k3, s2, p1, op1) keeps rows 1 .. 2H of the full (2H + 1)-row output (§0.1.3).
+        # PyTorch's (k3, s2, p1, op1) keeps rows 1 .. 2H of the full (2H + 1)-row output (docs/stack.md#01-3).
         x = layers.Conv2DTranspose(filters * 2 ** stage, 3, strides=2, padding="valid", use_bias=False)(x)
         x = layers.ReLU()(_bn(layers.Cropping2D(((1, 0), (1, 0)))(x)))
     x = ReflectionPadding2D(3)(x)
@@ -91,7 +91,7 @@ def cycle_decoder(latent_shape, channels, filters, name="decoder"):
 
 
 def patch_discriminator(height, width, channels, filters, name="discriminator"):
-    """70x70 PatchGAN with the repo's explicit padding: 240x320 -> 28x38 logits (§4.2, §4.3.3)."""
+    """70x70 PatchGAN with the repo's explicit padding: 240x320 -> 28x38 logits (docs/methods/ganomaly.md#42, docs/methods/ganomaly.md#43-3)."""
     image = keras.Input((height, width, channels))
     x = layers.LeakyReLU(LEAKY_SLOPE)(_conv(image, filters, 4, 2, pad=1, bias=True))
     for width_factor, stride in ((2, 2), (4, 2), (8, 1)):
@@ -100,7 +100,7 @@ def patch_discriminator(height, width, channels, filters, name="discriminator"):
     return keras.Model(image, float32_output(logits), name=name)
 
 
-# ---------------------------------------------------------------- GANomaly networks (§4.1)
+# ---------------------------------------------------------------- GANomaly networks (docs/methods/ganomaly.md#41)
 def dcgan_encoder(size, channels, filters, out_dim, name):
     """conv 4x4 s2 p1 + LReLU, then (conv 4x4 s2 p1, BN, LReLU) down to 4x4, then conv 4x4 s1 p0 -> 1x1.
 
@@ -140,26 +140,26 @@ def dcgan_decoder(size, channels, filters, latent_dim, name="decoder"):
 
 # ---------------------------------------------------------------- losses (per example; reduced in train_step)
 def generator_terms_2d(x, x_hat, z, z_hat, fake_logits):
-    """GANomaly2D per example: (BCE(D(x̂), 1) mean over the patch map, Σ(x̂ - x)², Σ|ẑ - z|), §4.2."""
+    """GANomaly2D per example: (BCE(D(x̂), 1) mean over the patch map, Σ(x̂ - x)², Σ|ẑ - z|), docs/methods/ganomaly.md#42."""
     return (bce_per_example(fake_logits, 1.0), per_example(tf.reduce_sum, tf.square(x_hat - x)),
             per_example(tf.reduce_sum, tf.abs(z_hat - z)))
 
 
 def generator_terms_1d(x, x_hat, z, z_hat, real_features, fake_features):
-    """GANomaly per example: (mean (f(x) - f(x̂))², mean |x - x̂|, mean (z - ẑ)²), §4.1."""
+    """GANomaly per example: (mean (f(x) - f(x̂))², mean |x - x̂|, mean (z - ẑ)²), docs/methods/ganomaly.md#41."""
     return (per_example(tf.reduce_mean, tf.square(real_features - fake_features)),
             per_example(tf.reduce_mean, tf.abs(x - x_hat)), per_example(tf.reduce_mean, tf.square(z - z_hat)))
 
 
 def discriminator_loss_per_example(real_logits, fake_logits, half: bool):
-    """BCE(D(x), 1) + BCE(D(x̂), 0); GANomaly halves it, GANomaly2D does not (§4.1, §4.2)."""
+    """BCE(D(x), 1) + BCE(D(x̂), 0); GANomaly halves it, GANomaly2D does not (docs/methods/ganomaly.md#41, docs/methods/ganomaly.md#42)."""
     loss = bce_per_example(real_logits, 1.0) + bce_per_example(fake_logits, 0.0)
     return 0.5 * loss if half else loss
 
 
 # ---------------------------------------------------------------- the detector
 class GANomaly(Detector):
-    """Encoder -> decoder -> encoder generator and a discriminator; anomaly = |z - ẑ| (§4)."""
+    """Encoder -> decoder -> encoder generator and a discriminator; anomaly = |z - ẑ| (docs/methods/ganomaly.md)."""
 
     def __init__(self, encoder, decoder, encoder2, discriminator, latent="2d", w_adv=1.0, w_con=10.0,
                  w_enc=10.0, discriminator_features=None, **kwargs):
@@ -168,7 +168,7 @@ class GANomaly(Detector):
         self.discriminator, self.discriminator_features = discriminator, discriminator_features
         self.latent, self.w_adv, self.w_con, self.w_enc = latent, w_adv, w_con, w_enc
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_loss", "adv", "con", "enc")}
-        self.built = True  # functional parts are built; fit() must not call() a dummy batch (stack.md §3)
+        self.built = True  # functional parts are built; fit() must not call() a dummy batch (docs/stack.md#3)
 
     @property
     def generator_variables(self):
@@ -205,7 +205,7 @@ class GANomaly(Detector):
 
     def _generator_loss(self, adv, con, enc):
         """Weighted sum, reduced so that gradients are the same on one device and under tf.distribute."""
-        if self.latent == "2d":  # BCE averaged, the two distances summed over the batch (§4.3.1)
+        if self.latent == "2d":  # BCE averaged, the two distances summed over the batch (docs/methods/ganomaly.md#43-1)
             return (self.w_adv * tf.nn.compute_average_loss(adv) + self.w_con * tf.reduce_sum(con)
                     + self.w_enc * tf.reduce_sum(enc))
         return tf.nn.compute_average_loss(self.w_adv * adv + self.w_con * con + self.w_enc * enc)
@@ -224,7 +224,7 @@ class GANomaly(Detector):
             z = self.encoder(x, training=True)
             x_hat = self.decoder(z, training=True)
             z_hat = self.encoder2(x_hat, training=True)
-            with tape.stop_recording():  # D first, on the fake of this forward pass (§4.2)
+            with tape.stop_recording():  # D first, on the fake of this forward pass (docs/methods/ganomaly.md#42)
                 self._d_step(x, tf.stop_gradient(x_hat), half=False)
             adv, con, enc = generator_terms_2d(x, x_hat, z, z_hat, self.discriminator(x_hat, training=True))
             loss = self._generator_loss(adv, con, enc)
@@ -268,8 +268,8 @@ class GANomaly(Detector):
 
     # -- scoring
     def anomaly_map(self, images):
-        """2d: channel mean of |z - ẑ| blown up to the image (nearest, 16x16 blocks, §4.2), no batch
-        normalisation. 1d: GANomaly's score mean (z - ẑ)² (§4.1) everywhere (it has no localisation)."""
+        """2d: channel mean of |z - ẑ| blown up to the image (nearest, 16x16 blocks, docs/methods/ganomaly.md#42), no batch
+        normalisation. 1d: GANomaly's score mean (z - ẑ)² (docs/methods/ganomaly.md#41) everywhere (it has no localisation)."""
         _, z, z_hat = self.call(images, training=False)
         height, width = images.shape[1], images.shape[2]
         if self.latent == "1d":

@@ -1,4 +1,4 @@
-"""`lntra`: Learning Not to Reconstruct Anomalies (Astrid et al., BMVC 2021), detectors.md §5.
+"""`lntra`: Learning Not to Reconstruct Anomalies (Astrid et al., BMVC 2021), docs/methods/lntra.md.
 
 A 3D-convolutional autoencoder on 16-frame grey clips learns to reconstruct normal motion; pseudo
 anomalies (a pasted patch, or skipped frames; keras_ad.data.pseudo_anomalies) are trained towards the
@@ -6,7 +6,7 @@ anomalies (a pasted patch, or skipped frames; keras_ad.data.pseudo_anomalies) ar
 frame: PSNR of the reconstruction (peak 1 on [-1, 1] data), min-max normalised per video offline
 (the paper's protocol) or with statistics of normal clips online (ours, for cameras).
 
-Inputs are clips [N, T, H, W, 1] in [0, 1]; the network works in [-1, 1] (§5.a).
+Inputs are clips [N, T, H, W, 1] in [0, 1]; the network works in [-1, 1] (docs/methods/lntra.md#5a).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from keras import layers
 from keras_ad.detectors.base import Detector, adam, descend, images_of
 from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU, float32_output, per_example
 
-WIDTHS = (96, 128, 256, 256)  # §5.b
-CLIP_LENGTH = 16  # §5.a
-# PyTorch's default conv init (§5.b): kernels kaiming_uniform(a=√5), i.e. U(±1/sqrt(fan_in)), and biases
+WIDTHS = (96, 128, 256, 256)  # docs/methods/lntra.md#5b
+CLIP_LENGTH = 16  # docs/methods/lntra.md#5a
+# PyTorch's default conv init (docs/methods/lntra.md#5b): kernels kaiming_uniform(a=√5), i.e. U(±1/sqrt(fan_in)), and biases
 # U(±1/sqrt(fan_in)). Keras' fan_in of a Conv3DTranspose kernel (k, k, k, out, in) is 27·out, the same
 # quirk as PyTorch's for its transposed weights (in, out, k, k, k).
 TORCH_KERNEL = keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
@@ -32,7 +32,7 @@ def _torch_bias(fan_in):
     return keras.initializers.RandomUniform(-bound, bound)
 
 
-# ---------------------------------------------------------------- network (§5.b)
+# ---------------------------------------------------------------- network (docs/methods/lntra.md#5b)
 def _encode(x, filters, strides):
     """PyTorch's conv3d(k 3, padding 1): explicit zero padding, then a 'valid' convolution, so a stride-2
     axis samples the same positions as the source (Keras' 'same' pads only at the end)."""
@@ -54,7 +54,7 @@ def _decode(x, filters, strides, last=False):
 
 def autoencoder(length, shape, widths=WIDTHS, name="autoencoder"):
     """[N, T, H, W, 1] in [-1, 1] -> the same shape: four encoding convolutions (strides (1,2,2), then 2),
-    four transposed ones back, BN + LeakyReLU(0.2) after each but the last, tanh output (§5.b). Time halves
+    four transposed ones back, BN + LeakyReLU(0.2) after each but the last, tanh output (docs/methods/lntra.md#5b). Time halves
     3 times and space 4 times: `length` a multiple of 8 and `shape` (H, W) of 16 (the config checks it)."""
     clip = keras.Input((length, *shape, 1))
     x = clip
@@ -66,9 +66,9 @@ def autoencoder(length, shape, widths=WIDTHS, name="autoencoder"):
     return keras.Model(clip, float32_output(_decode(x, 1, strides[0], last=True)), name=name)
 
 
-# ---------------------------------------------------------------- scoring (§5.e)
+# ---------------------------------------------------------------- scoring (docs/methods/lntra.md#5e)
 def centre_index(length):
-    """The frame a clip scores: index 8 of 0..15 (§5.e.2)."""
+    """The frame a clip scores: index 8 of 0..15 (docs/methods/lntra.md#5e-2)."""
     return length // 2
 
 
@@ -79,14 +79,14 @@ def centre_frame_error(reconstruction, clip):
 
 
 def psnr(squared_error):
-    """10·log10(1 / MSE) per clip, peak 1 on [-1, 1] data (§5.e.2, §5.g.7)."""
+    """10·log10(1 / MSE) per clip, peak 1 on [-1, 1] data (docs/methods/lntra.md#5e-2, docs/methods/lntra.md#5g-7)."""
     mse = tf.reduce_mean(squared_error, axis=[1, 2])
     return 10.0 * tf.math.log(1.0 / mse) / tf.math.log(10.0)
 
 
 def per_video_minmax(psnrs):
     """The paper's offline anomaly score of one video's frames: 1 - (PSNR - min) / (max - min) over the
-    whole video (transductive, §5.e.3); a constant video scores 0."""
+    whole video (transductive, docs/methods/lntra.md#5e-3); a constant video scores 0."""
     psnrs = np.asarray(psnrs, np.float64)
     span = psnrs.max() - psnrs.min()
     return 1.0 - (psnrs - psnrs.min()) / span if span > 0 else np.zeros_like(psnrs)
@@ -94,7 +94,7 @@ def per_video_minmax(psnrs):
 
 def online_normaliser(normal_psnrs):
     """(lowest, highest) PSNR of normal clips (the good training or validation videos): the causal
-    alternative to per-video min-max, usable frame by frame on a camera (§5.g.6; ours)."""
+    alternative to per-video min-max, usable frame by frame on a camera (docs/methods/lntra.md#5g-6; ours)."""
     normal_psnrs = np.asarray(normal_psnrs, np.float64)
     return float(normal_psnrs.min()), float(normal_psnrs.max())
 
@@ -108,7 +108,7 @@ def online_score(psnrs, normaliser):
 
 def scored_frames(n_frames, length=CLIP_LENGTH):
     """Indices of the frames of a video that get a score: clip s scores frame s + length // 2, so the
-    first 8 and the last 7 frames (of 16) have none and leave the AUC (§5.e.4)."""
+    first 8 and the last 7 frames (of 16) have none and leave the AUC (docs/methods/lntra.md#5e-4)."""
     first = centre_index(length)
     return np.arange(first, n_frames - (length - 1 - first))
 
@@ -116,7 +116,7 @@ def scored_frames(n_frames, length=CLIP_LENGTH):
 # ---------------------------------------------------------------- the detector
 class LNTRA(Detector):
     """Trains on (input clip, target clip) pairs stacked in one tensor: the target is the normal clip also when the input is a
-    pseudo anomaly (§5.c). Per clip, mean over (T, H, W) of the squared error; batch mean through
+    pseudo anomaly (docs/methods/lntra.md#5c). Per clip, mean over (T, H, W) of the squared error; batch mean through
     compute_average_loss (the same gradient on one device and under tf.distribute)."""
 
     def __init__(self, network, **kwargs):
@@ -127,7 +127,7 @@ class LNTRA(Detector):
         self.built = True  # the network is built; nothing is created on the first call
 
     def compile_phase(self, learning_rate, lr_decay):
-        """Adam, PyTorch's defaults (β 0.9, 0.999, ε 1e-8), lr 1e-4, no schedule (§5.d)."""
+        """Adam, PyTorch's defaults (β 0.9, 0.999, ε 1e-8), lr 1e-4, no schedule (docs/methods/lntra.md#5d)."""
         self.install_optimizers(lambda name: adam(learning_rate, lr_decay, epsilon=1e-8))
 
     def call(self, clips, training=False):

@@ -1,9 +1,9 @@
-"""`piad`: Perceptual Image Anomaly Detection (Tuluptceva et al. 2019), detectors.md §1.
+"""`piad`: Perceptual Image Anomaly Detection (Tuluptceva et al. 2019), docs/methods/piad.md.
 
 An encoder E maps images to a N(0, I) latent and a generator G maps latents back; each mapping is
 learned adversarially with a WGAN-GP critic (D_x on images, D_z on latents), and E and G are tied by
 the relative-perceptual-L1 reconstruction loss on VGG19 relu4_2 features, weighted per network by the
-gradient-normalising weight policy. Score: relative-perceptual-L1(x, G(E(x))) (§1.e); the map (ours)
+gradient-normalising weight policy. Score: relative-perceptual-L1(x, G(E(x))) (docs/methods/piad.md#1e); the map (ours)
 is its per-position part, upsampled from the relu4_2 grid. The paper's ablations (perceptual L1/L2,
 pixel L2, fixed weights) are `reconstruction_loss` / `reconstruction_weights` settings.
 """
@@ -22,15 +22,15 @@ from keras_ad.detectors.base import Detector, images_of, loss_scale, scaled_grad
 from keras_ad.detectors.blocks import LEAKY_SLOPE, MaxLeakyReLU, MinibatchStdDev, NearestUpsample2x, float32_output
 
 LEAKY_GAIN = math.sqrt(2.0 / (1.0 + LEAKY_SLOPE ** 2))  # PyTorch calculate_gain('leaky_relu', 0.2)
-# Every conv kernel of G, E and D_x: He-normal, fan_out, LeakyReLU gain (§1.b)
+# Every conv kernel of G, E and D_x: He-normal, fan_out, LeakyReLU gain (docs/methods/piad.md#1b)
 CONV_INIT = keras.initializers.VarianceScaling(LEAKY_GAIN ** 2, mode="fan_out", distribution="untruncated_normal")
-GRADIENT_PENALTY = 10.0  # every config, §1.c
+GRADIENT_PENALTY = 10.0  # every config, docs/methods/piad.md#1c
 NORM_PENALTY = 0.001
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's normalisation before VGG19 (§1.c.1)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's normalisation before VGG19 (docs/methods/piad.md#1c-1)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-# ---------------------------------------------------------------- layers (§1.b)
+# ---------------------------------------------------------------- layers (docs/methods/piad.md#1b)
 def conv(x, filters, kernel, padding="same"):
     """Conv with a bias, He-normal fan_out kernel, PyTorch's default bias U(±1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(kernel * kernel * x.shape[-1])
@@ -61,22 +61,22 @@ def preact_res(x, filters):
 
 
 def res(x, filters):
-    """Not pre-activated: conv, LReLU, conv; skip identity or 1x1 conv (spatial latents only, §1.b)."""
+    """Not pre-activated: conv, LReLU, conv; skip identity or 1x1 conv (spatial latents only, docs/methods/piad.md#1b)."""
     main = conv(MaxLeakyReLU()(conv(x, filters, 3)), filters, 3)
     return layers.Add()([main, _skip(x, filters)])
 
 
-# ---------------------------------------------------------------- networks (§1.b)
+# ---------------------------------------------------------------- networks (docs/methods/piad.md#1b)
 def check_dims(dims, size, what, latent_res=1):
-    """Each width list has log2(2·size / max(latent_res, 4)) entries (§1.b)."""
+    """Each width list has log2(2·size / max(latent_res, 4)) entries (docs/methods/piad.md#1b)."""
     needed = int(round(math.log2(2 * size / max(latent_res, 4))))
     if len(dims) != needed:
-        raise ValueError(f"{what}: {len(dims)} widths given, {size}x{size} images need {needed} (§1.b)")
+        raise ValueError(f"{what}: {len(dims)} widths given, {size}x{size} images need {needed} (docs/methods/piad.md#1b)")
 
 
 def generator(size, channels, dims, latent_dim, latent_res=1, name="generator"):
     """z [r, r, d] -> a 4x4 start (r = 1: zero-pad 3 + conv 4x4, a dense; r > 1: Res at r x r) -> UpBlocks
-    -> PreActRes -> LReLU, 1x1 conv. Linear output: no tanh (§1.g.1)."""
+    -> PreActRes -> LReLU, 1x1 conv. Linear output: no tanh (docs/methods/piad.md#1g-1)."""
     check_dims(dims, size, "detector.generator_dims", latent_res)
     z = keras.Input((latent_res, latent_res, latent_dim))
     if latent_res == 1:
@@ -91,7 +91,7 @@ def generator(size, channels, dims, latent_dim, latent_res=1, name="generator"):
 
 def _encoder_trunk(size, channels, dims, what, latent_res=1):
     check_dims(dims, size, what, latent_res)
-    dims = [dims[0]] + list(dims)  # the list is prefixed with its first element (§1.b)
+    dims = [dims[0]] + list(dims)  # the list is prefixed with its first element (docs/methods/piad.md#1b)
     image = keras.Input((size, size, channels))
     x = conv(image, dims[0], 3)
     for width in dims[1:-1]:
@@ -118,7 +118,7 @@ def image_critic(size, channels, dims, name="image_critic"):
 
 
 def latent_critic(latent_dim, dims, latent_res=1, name="latent_critic"):
-    """Flattened z -> dense, LReLU, ... -> 1; Glorot-uniform kernels scaled by each layer's gain (§1.b)."""
+    """Flattened z -> dense, LReLU, ... -> 1; Glorot-uniform kernels scaled by each layer's gain (docs/methods/piad.md#1b)."""
     z = keras.Input((latent_res, latent_res, latent_dim))
     x = layers.Flatten()(z)
     for width in dims:
@@ -133,7 +133,7 @@ def _torch_bias(x):
     return keras.initializers.RandomUniform(-bound, bound)
 
 
-# ---------------------------------------------------------------- losses (§1.c)
+# ---------------------------------------------------------------- losses (docs/methods/piad.md#1c)
 def wgan_gp_critic_loss(critic, real, fake, alpha):
     """Per-sample WGAN-GP critic loss with PIAD's norm penalty, whose batch mean is
     mean D(f) - mean D(r) + 0.001·(mean D(r)² + mean D(f)²) + 10·mean_b (‖∇D(x̂_b)‖₂ - 1)²,
@@ -152,7 +152,7 @@ def wgan_gp_critic_loss(critic, real, fake, alpha):
 
 
 # name: (features compared, element-wise distance, relative to the input's features). The paper's loss
-# and its three ablations (§1.c, configs/ablation_cifar10_*.yaml of the source).
+# and its three ablations (docs/methods/piad.md#1c, configs/ablation_cifar10_*.yaml of the source).
 RECONSTRUCTION_LOSSES = {
     "relative_perceptual_l1": ("standardised relu4_2", "l1", True),
     "perceptual_l1": ("standardised relu4_2", "l1", False),
@@ -163,7 +163,7 @@ RECONSTRUCTION_LOSSES = {
 
 def reconstruction_map(real_features, fake_features, distance="l1", relative=True):
     """Per position: mean_c |φ(x) - φ(y)| (squared for l2) [N, h, w, 1], divided when relative by
-    stopgrad(mean |φ(x)|), the *input's* features only, not differentiated (§1.c.4, §1.g.4). Its
+    stopgrad(mean |φ(x)|), the *input's* features only, not differentiated (docs/methods/piad.md#1c-4, docs/methods/piad.md#1g-4). Its
     spatial mean is the per-sample loss."""
     difference = real_features - fake_features
     elementwise = tf.abs(difference) if distance == "l1" else tf.square(difference)
@@ -174,12 +174,12 @@ def reconstruction_map(real_features, fake_features, distance="l1", relative=Tru
 
 
 def relative_perceptual_l1(real_features, fake_features):
-    """Per sample: mean |φ̂(x) - φ̂(y)| / stopgrad(mean |φ̂(x)|) (§1.c.4). Features are standardised already."""
+    """Per sample: mean |φ̂(x) - φ̂(y)| / stopgrad(mean |φ̂(x)|) (docs/methods/piad.md#1c-4). Features are standardised already."""
     return tf.reduce_mean(reconstruction_map(real_features, fake_features), axis=[1, 2, 3])
 
 
-# ---------------------------------------------------------------- VGG19 relu4_2 (§1.c.2)
-STATS_FILE = "piad_vgg19_relu4_2_stats.json"  # the released torchvision statistics (shared/design/assets)
+# ---------------------------------------------------------------- VGG19 relu4_2 (docs/methods/piad.md#1c-2)
+STATS_FILE = "piad_vgg19_relu4_2_stats.json"  # torchvision VGG19's relu4_2 statistics, released with PIAD
 
 
 def vgg19_relu4_2(size, weights: str):
@@ -219,7 +219,7 @@ def vgg19_relu4_2(size, weights: str):
 
 def feature_statistics(weights: str, stats_file: str | None = None):
     """(mean, std) per relu4_2 channel for standardisation. The released file holds a standard deviation
-    under the name "var": divide by it as it is (§1.c.3, §1.g.3)."""
+    under the name "var": divide by it as it is (docs/methods/piad.md#1c-3, docs/methods/piad.md#1g-3)."""
     import os
 
     if weights == "none":  # random features: no released statistics apply
@@ -229,7 +229,7 @@ def feature_statistics(weights: str, stats_file: str | None = None):
         from keras_ad.errors import UsageError
 
         raise UsageError("detector.perceptual_stats: Keras' ImageNet VGG19 differs from torchvision's, whose "
-                         "released statistics do not apply (§1.g.2); compute its own with scripts/perceptual_stats.py "
+                         "released statistics do not apply (docs/methods/piad.md#1g-2); compute its own with scripts/perceptual_stats.py "
                          "--weights keras-imagenet --images <folder> --out stats.json and set "
                          "detector.perceptual_stats to that file")
     return _stats_file(path)
@@ -246,7 +246,7 @@ def _stats_file(path):
 
 class PerceptualFeatures(keras.layers.Layer):
     """[-1, 1] images -> the features the reconstruction loss compares: to [0, 1], grey repeated to RGB
-    (§1.g.10), the weights' own input normalisation, then VGG19 relu4_2, standardised (φ - μ) / σ when
+    (docs/methods/piad.md#1g-10), the weights' own input normalisation, then VGG19 relu4_2, standardised (φ - μ) / σ when
     statistics are given. Without a VGG (the pixel-L2 ablation) the normalised image itself."""
 
     def __init__(self, vgg, mean=None, std=None, input_mode="torchvision", **kwargs):
@@ -273,10 +273,10 @@ class PerceptualFeatures(keras.layers.Layer):
         return features
 
 
-# ---------------------------------------------------------------- gradient-normalising weight policy (§1.c)
+# ---------------------------------------------------------------- gradient-normalising weight policy (docs/methods/piad.md#1c)
 class GradientWeightPolicy(keras.layers.Layer):
     """w_M = median over kernels and over the smoothed history of std(∇L_adv) / std(∇L_rec), per network
-    M in (encoder, generator), from unweighted gradients of kernels only (biases excluded, §1.g.5-6).
+    M in (encoder, generator), from unweighted gradients of kernels only (biases excluded, docs/methods/piad.md#1g-5 and 6).
 
     `record(m, adv_stds, rec_stds)` appends one measurement and recomputes w_m: each history (the last
     `history` measurements per kernel) is smoothed with an EWMA (y0 = s0, y_t = (1 - α)·y_{t-1} + α·s_t),
@@ -335,7 +335,7 @@ def median(values):
 
 
 def kernel_gradient_stds(gradients, variables):
-    """std of the entries of every kernel's gradient (conv/dense kernels; biases excluded, §1.c)."""
+    """std of the entries of every kernel's gradient (conv/dense kernels; biases excluded, docs/methods/piad.md#1c)."""
     return tf.stack([tf.math.reduce_std(g) for g, v in zip(gradients, variables) if _is_kernel(v)])
 
 
@@ -346,7 +346,7 @@ def _is_kernel(variable):
 # ---------------------------------------------------------------- the detector
 class PIAD(Detector):
     """E, G, D_x, D_z and the frozen perceptual features; one train_step = n_dis critic steps and one
-    E/G step, each on its own slice of the batch (fresh x and z per step, §1.d, §1.g.8)."""
+    E/G step, each on its own slice of the batch (fresh x and z per step, docs/methods/piad.md#1d, docs/methods/piad.md#1g-8)."""
 
     def __init__(self, encoder_model, generator_model, image_critic_model, latent_critic_model, features,
                  n_dis=2, critic_learning_rate=5e-4, weight_decay=1e-8, weight_policy=True,
@@ -380,7 +380,7 @@ class PIAD(Detector):
         return self.encoder.trainable_variables + self.generator.trainable_variables
 
     def compile_phase(self, learning_rate, lr_decay):
-        """Adam β (0.5, 0.99) for E∪G (lr 1e-4) and for each critic (lr 5e-4), §1.d."""
+        """Adam β (0.5, 0.99) for E∪G (lr 1e-4) and for each critic (lr 5e-4), docs/methods/piad.md#1d."""
         self.install_optimizers(lambda name: keras.optimizers.Adam(
             learning_rate if name == "optimizer" else self.critic_learning_rate, beta_1=0.5, beta_2=0.99, epsilon=1e-8))
 
@@ -389,15 +389,15 @@ class PIAD(Detector):
                 "z_optimizer": self.latent_critic.trainable_variables}
 
     def sample_prior(self, n):
-        """z_real ~ N(0, I) of the latent's shape (§1.c)."""
+        """z_real ~ N(0, I) of the latent's shape (docs/methods/piad.md#1c)."""
         return tf.random.normal([n, *self.latent_shape])
 
     def sample_alpha(self, n):
-        """One interpolation weight α ~ U(0, 1) per sample for the gradient penalty (§1.c, §1.g.7)."""
+        """One interpolation weight α ~ U(0, 1) per sample for the gradient penalty (docs/methods/piad.md#1c, docs/methods/piad.md#1g-7)."""
         return tf.random.uniform([n])
 
     def _with_decay(self, gradients, variables, optimizer):
-        """PyTorch's coupled weight decay: wd·θ added to the gradient before Adam (§0.1.6), times the
+        """PyTorch's coupled weight decay: wd·θ added to the gradient before Adam (docs/stack.md#01-6), times the
         optimiser's loss scale when the gradients carry one."""
         scale = loss_scale(optimizer)
         decay = self.weight_decay if scale is None else self.weight_decay * scale
@@ -463,7 +463,7 @@ class PIAD(Detector):
             self.trackers[name].update_state(value)
 
     def _update_weights(self, total):
-        """Record the kernel-gradient stds of the unweighted gradients and recompute w_E, w_G (§1.c)."""
+        """Record the kernel-gradient stds of the unweighted gradients and recompute w_E, w_G (docs/methods/piad.md#1c)."""
         for net, variables in (("encoder", self.encoder.trainable_variables),
                                ("generator", self.generator.trainable_variables)):
             suffix = "e" if net == "encoder" else "g"
@@ -478,13 +478,13 @@ class PIAD(Detector):
         return self.tracker_logs(["reconstruction"])
 
     def reconstruction_loss(self, x, reconstruction):
-        """Per sample L_rec(x, x̂): relative-perceptual-L1 by default (§1.c), or an ablation's loss."""
+        """Per sample L_rec(x, x̂): relative-perceptual-L1 by default (docs/methods/piad.md#1c), or an ablation's loss."""
         return tf.reduce_mean(self._reconstruction_map(x, reconstruction), axis=[1, 2, 3])
 
     def _reconstruction_map(self, x, reconstruction):
         return reconstruction_map(self.features(x), self.features(reconstruction), self.distance, self.relative)
 
-    # -- scoring (§1.e)
+    # -- scoring (docs/methods/piad.md#1e)
     def score_and_map(self, images, variant="default"):
         """Score L_rec(x, G(E(x))); map (ours): its per-position part on the relu4_2 grid (the pixel grid
         for pixel_l2), bilinearly upsampled, whose spatial mean is the score."""
@@ -546,7 +546,7 @@ def from_config(cfg):
                 weight_update_every=det.weight_update_every, reconstruction_loss=det.reconstruction_loss,
                 reconstruction_weights=[float(w) for w in weights], name="piad")
     if det.reconstruction_loss != "relative_perceptual_l1":
-        model.caveats = (f"reconstruction_loss: {det.reconstruction_loss}: an ablation of the paper (§1.c), on the "
+        model.caveats = (f"reconstruction_loss: {det.reconstruction_loss}: an ablation of the paper (docs/methods/piad.md#1c), on the "
                          f"{compared}",)
     if features.vgg is not None and det.perceptual_network == "efficientnet_lite0":
         model.caveats += (f"perceptual_network: efficientnet_lite0: the perceptual loss compares ImageNet "
@@ -565,5 +565,5 @@ WEIGHT_CAVEATS = {
     "none": "perceptual_weights: none: the perceptual loss and the score use random VGG19 features, not "
             "ImageNet-trained ones; AUROCs are not comparable to PIAD's",
     "keras-imagenet": "perceptual_weights: keras-imagenet: Keras' VGG19 and its own feature statistics, not "
-                      "torchvision's of the paper (§1.g.2)",
+                      "torchvision's of the paper (docs/methods/piad.md#1g-2)",
 }

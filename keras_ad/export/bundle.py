@@ -139,7 +139,7 @@ def _build(scorer, run, data, formats, quantize, work) -> dict:
         runner = savedmodel.ExportedScorer(path) if info["format"] == "savedmodel" else device.DeviceScorer(path)
         out = device.score_in_batches(lambda x: runner(x), data.images)
         quantized = info["quantize"] != "none"
-        if quantized:  # its maps moved: its own threshold, from the same good validation images (§3.e)
+        if quantized:  # its maps moved: its own threshold, from the same good validation images (docs/methods/cae.md#3e)
             threshold = calibration.calibrate(out["anomaly_map"][:data.n_validation],
                                               scorer.calibration["min_area"])["pixel_threshold"]
             metadata["artefacts"][name]["pixel_threshold"] = threshold

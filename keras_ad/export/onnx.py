@@ -1,6 +1,6 @@
 """ONNX conversion with tf2onnx, checked by loading the result in ONNX Runtime.
 
-tf2onnx logs unsupported ops and still writes a file (stack.md §4c), so its error log is collected
+tf2onnx logs unsupported ops and still writes a file (docs/stack.md#4c), so its error log is collected
 and the model is checked with onnx.checker and an onnxruntime session before anything is written.
 The threshold input gets the calibrated value as a default (an ONNX initializer of the same name),
 so a caller may leave it out.
@@ -17,7 +17,7 @@ import tensorflow as tf
 from keras_ad.export import ExportError
 from keras_ad.export.savedmodel import input_signature
 
-OPSET = 17  # the opset verified with tf2onnx 1.17 and onnxruntime 1.32 (stack.md §4c); TensorRT 8.6+ reads it
+OPSET = 17  # the opset verified with tf2onnx 1.17 and onnxruntime 1.32 (docs/stack.md#4c); TensorRT 8.6+ reads it
 
 
 class _ErrorLog(logging.Handler):

@@ -1,7 +1,7 @@
 """SavedModel with named signatures, written through keras.export.ExportArchive.
 
 The archive tracks the Keras detector itself, which keeps the TFLite conversion of this SavedModel
-correct (a Keras 3 model inside a plain tf.Module converts to a .tflite that outputs NaN, stack.md §4).
+correct (a Keras 3 model inside a plain tf.Module converts to a .tflite that outputs NaN, docs/stack.md#4).
 """
 
 from __future__ import annotations

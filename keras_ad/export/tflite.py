@@ -2,7 +2,7 @@
 
 int8 quantises the network's convolutions and activations only. Everything else (pre-processing,
 SSIM or squared-error residuals, smoothing, the image score and the min-area decision) stays
-float32: an int8 SSIM map is numerically unusable (stack.md §4, map diff 0.16) and int8 labels would
+float32: an int8 SSIM map is numerically unusable (docs/stack.md#4, map diff 0.16) and int8 labels would
 break the connected-component decision.
 """
 

@@ -1,7 +1,7 @@
 """Fast SSIM and MS-SSIM with full-size maps, by Gaussian blurs written as banded matrix products.
 
 `tf.image.ssim` is 10-40x slower to train on CPU, gives only VALID-size maps and does not export to
-TFLite builtins or ONNX (stack.md §4-5). Here a separable Gaussian blur is `G_h @ X @ G_w^T` with
+TFLite builtins or ONNX (docs/stack.md#4). Here a separable Gaussian blur is `G_h @ X @ G_w^T` with
 constant banded matrices: plain MatMuls that every runtime has. `padding="valid"` reproduces
 `tf.image.ssim` (the oracle in the tests); `padding="same"` reflects at the border so the map keeps
 the image size without dark-edge artefacts.
