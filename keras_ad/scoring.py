@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ad import image_ops, patches
-from keras_ad.config import as_shape
+from keras_ad.fields import as_shape
 from keras_ad.losses.ssim import gaussian_blur
 
 

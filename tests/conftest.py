@@ -44,20 +44,16 @@ def tiny_data(tmp_path_factory):
     return out / "object"
 
 
-# The tiny test model of every registered detector and variant (the detector section of its config).
-# tests/test_export.py runs the export suite on each and fails when a registered detector is missing.
-TINY_DETECTORS = {
-    "cae": {"name": "cae", "loss": "ssim", "residual": "l2"},
-    "ganomaly2d": {"name": "ganomaly2d", "latent": "2d", "filters": 8},
-    "ganomaly": {"name": "ganomaly2d", "latent": "1d", "filters": 8},
-    "anogan": {"name": "anogan", "filters": 8, "latent_dim": 16, "search_steps": 10},
-    "piad": {"name": "piad", "perceptual_weights": "none", "latent_dim": 8, "generator_dims": [8] * 4,
-             "encoder_dims": [8] * 4, "image_critic_dims": [8] * 4, "latent_critic_dims": [16, 16]},
-    "lntra": {"name": "lntra", "clip_length": 8, "widths": [4, 4, 8, 8], "skip_frame": 0.2, "patch": 0.2,
-              "intruders": "digits", "max_size": 0.5},
-    "patchcore": {"name": "patchcore", "memory_bank_size": 64},
-}
-FEATURE_PASS_DETECTORS = ("patchcore",)  # fitted by one pass without gradients: no optimiser step to compare
+# The tiny test model of every registered detector and variant (the detector section of its config),
+# declared in each detector's spec (keras_ad/specs/). tests/test_export.py runs the export suite on each.
+from keras_ad.specs import SPECS  # noqa: E402
+
+TINY_DETECTORS = {name: section for spec in SPECS.values() for name, section in spec.tiny.items()}
+FEATURE_PASS_DETECTORS = tuple(n for n, d in TINY_DETECTORS.items() if not SPECS[d["name"]].trains_weights)
+VIDEO_DETECTORS = tuple(n for n, d in TINY_DETECTORS.items() if SPECS[d["name"]].video)  # trained on tiny_video
+# detectors whose paper defines the image score (postprocess.reduction: detector)
+DETECTOR_SCORE = tuple(n for n, d in TINY_DETECTORS.items() if SPECS[d["name"]].own_score)
+
 # Tiny runs that exercise the real-image protocol (docs/protocol.md) on top of a tiny detector: a
 # non-square input, texture patches stitched in the graph, a region of interest with a border, and
 # per-pixel map normalisation. The export suite runs on them as on every detector.
@@ -68,8 +64,6 @@ TINY_PROTOCOLS = {
                                      "reduction": "topk_mean"}},
 }
 ROI_MASK_SHAPE = (64, 128)  # drawn at twice data.image_size, the same aspect ratio
-VIDEO_DETECTORS = ("lntra",)  # trained on tiny_video (clips), not tiny_data
-DETECTOR_SCORE = ("anogan", "piad", "lntra", "patchcore")  # detectors whose paper defines the image score (postprocess.reduction: detector)
 
 
 def one_sgd_step(strategy, cfg, initial, images, learning_rate, precision="float32"):

@@ -65,14 +65,60 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         config.load(tmp_path / "missing.yaml")
 
 
-def test_readme_documents_every_config_key():
+def test_readme_config_reference_is_the_generated_one():
     import os
 
     readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md"), encoding="utf-8").read()
-    keys = [f"{s}.{k}" for s, fields in config.SCHEMA.items() for k in fields]
-    keys += [f"detector.{k}" for params in config.DETECTOR_PARAMS.values() for k in params]
-    missing = [k for k in keys if f"`{k}`" not in readme]
-    assert not missing, f"README's config reference lacks {missing}"
+    begin, end = readme.index(config.REFERENCE_BEGIN), readme.index(config.REFERENCE_END) + len(config.REFERENCE_END)
+    assert readme[begin:end] == config.reference(), "regenerate it: python -m keras_ad.config --reference"
+
+
+def _base(spec):
+    """A valid config of `spec`'s tiny model, into which one bad value is put."""
+    data = {"root": "/x", "image_size": 32, "layout": "video" if spec.video else "folder",
+            "channels": 1 if spec.video else 3}
+    return {"data": data, "detector": dict(next(iter(spec.tiny.values())))}
+
+
+def _bad_values(field):
+    """(what, value) pairs the field must refuse: a wrong type always, and what lies outside it."""
+    yield "wrong type", {"not": "a value"}
+    if field.choices:
+        yield "not a choice", "no-such-choice"
+    if field.low is not None:
+        yield "below the range", field.low - (1 if isinstance(field.low, int) else abs(field.low) + 1.0)
+    if field.high is not None:
+        yield "above the range", field.high + 1
+    if field.items is not None:
+        yield "a wrong item", [{"not": "an item"}] * (field.length or 1)
+
+
+def _every_field():
+    from keras_ad.specs import SPECS
+
+    for name, spec in SPECS.items():
+        for key, field in spec.params.items():
+            yield name, "detector", key, field
+    for section, fields in config.SCHEMA.items():
+        for key, field in fields.items():
+            if key != "name":
+                yield "cae", section, key, field
+
+
+@pytest.mark.parametrize("detector, section, key, field", list(_every_field()),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_every_field_refuses_a_wrong_type_and_an_out_of_range_value(detector, section, key, field, tmp_path):
+    import yaml
+    from keras_ad.specs import SPECS
+
+    for what, value in _bad_values(field):
+        raw = _base(SPECS[detector])
+        raw.setdefault(section, {})[key] = value
+        path = _write(tmp_path, yaml.safe_dump(raw))
+        with pytest.raises(ConfigError) as err:
+            config.load(path)
+        message = str(err.value)
+        assert message.startswith(f"{path}: {section}.{key}") and "\n" not in message, (what, message)
 
 
 def test_every_shipped_config_validates():

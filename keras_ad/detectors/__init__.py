@@ -5,15 +5,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-# name -> "module:factory"; the factory takes the validated Config. Add a detector here.
-REGISTRY = {
-    "cae": "keras_ad.detectors.cae:from_config",
-    "ganomaly2d": "keras_ad.detectors.ganomaly2d:from_config",
-    "anogan": "keras_ad.detectors.anogan:from_config",
-    "piad": "keras_ad.detectors.piad:from_config",
-    "lntra": "keras_ad.detectors.lntra:from_config",
-    "patchcore": "keras_ad.detectors.patchcore:from_config",
-}
+from keras_ad.specs import SPECS
+
+# name -> "module:factory" (the factory takes the validated Config): from each detector's spec, where a
+# new detector is declared (keras_ad/specs/).
+REGISTRY = {name: spec.factory for name, spec in SPECS.items()}
 
 
 def build(cfg, precision: str = "float32"):

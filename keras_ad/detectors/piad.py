@@ -67,17 +67,9 @@ def res(x, filters):
 
 
 # ---------------------------------------------------------------- networks (docs/methods/piad.md#1b)
-def check_dims(dims, size, what, latent_res=1):
-    """Each width list has log2(2·size / max(latent_res, 4)) entries (docs/methods/piad.md#1b)."""
-    needed = int(round(math.log2(2 * size / max(latent_res, 4))))
-    if len(dims) != needed:
-        raise ValueError(f"{what}: {len(dims)} widths given, {size}x{size} images need {needed} (docs/methods/piad.md#1b)")
-
-
 def generator(size, channels, dims, latent_dim, latent_res=1, name="generator"):
     """z [r, r, d] -> a 4x4 start (r = 1: zero-pad 3 + conv 4x4, a dense; r > 1: Res at r x r) -> UpBlocks
     -> PreActRes -> LReLU, 1x1 conv. Linear output: no tanh (docs/methods/piad.md#1g-1)."""
-    check_dims(dims, size, "detector.generator_dims", latent_res)
     z = keras.Input((latent_res, latent_res, latent_dim))
     if latent_res == 1:
         x = conv(layers.ZeroPadding2D(3)(z), dims[0], 4, padding="valid")
@@ -89,8 +81,7 @@ def generator(size, channels, dims, latent_dim, latent_res=1, name="generator"):
     return keras.Model(z, float32_output(conv(MaxLeakyReLU()(x), channels, 1)), name=name)
 
 
-def _encoder_trunk(size, channels, dims, what, latent_res=1):
-    check_dims(dims, size, what, latent_res)
+def _encoder_trunk(size, channels, dims):
     dims = [dims[0]] + list(dims)  # the list is prefixed with its first element (docs/methods/piad.md#1b)
     image = keras.Input((size, size, channels))
     x = conv(image, dims[0], 3)
@@ -102,7 +93,7 @@ def _encoder_trunk(size, channels, dims, what, latent_res=1):
 def encoder(size, channels, dims, latent_dim, latent_res=1, name="encoder"):
     """conv 3x3 -> DownBlocks to max(r, 4) -> (r = 1: LReLU, conv 4x4 valid, LReLU; r > 1: PreActRes,
     LReLU) -> 1x1 conv to z [r, r, d]."""
-    image, x, width = _encoder_trunk(size, channels, dims, "detector.encoder_dims", latent_res)
+    image, x, width = _encoder_trunk(size, channels, dims)
     if latent_res == 1:
         x = MaxLeakyReLU()(conv(MaxLeakyReLU()(x), width, 4, padding="valid"))
     else:
@@ -112,7 +103,7 @@ def encoder(size, channels, dims, latent_dim, latent_res=1, name="encoder"):
 
 def image_critic(size, channels, dims, name="image_critic"):
     """The encoder template with one output and a MinibatchStdDev channel before the 4x4 conv."""
-    image, x, width = _encoder_trunk(size, channels, dims, "detector.image_critic_dims")
+    image, x, width = _encoder_trunk(size, channels, dims)
     x = MaxLeakyReLU()(conv(MaxLeakyReLU()(MinibatchStdDev()(x)), width, 4, padding="valid"))
     return keras.Model(image, float32_output(layers.Flatten()(conv(x, 1, 1))), name=name)
 
@@ -518,12 +509,7 @@ def from_config(cfg):
     det, data = cfg.detector, cfg.data
     size, channels = data.model_shape[0], data.channels  # square (config check)
     compared = RECONSTRUCTION_LOSSES[det.reconstruction_loss][0]
-    weights = det.reconstruction_weights
-    if len(weights) != 2 or not all(isinstance(w, (int, float)) and w >= 0 for w in weights):
-        from keras_ad.errors import UsageError
-
-        raise UsageError(f"detector.reconstruction_weights: {det.reconstruction_weights}: give two numbers, "
-                         f"[w_E, w_G] >= 0, e.g. [10, 100]")
+    weights = det.reconstruction_weights  # two numbers >= 0 (its spec's field)
     standardised = compared.startswith("standardised")
     if compared == "ImageNet-normalised image":
         features = PerceptualFeatures(None)
