@@ -9,7 +9,7 @@ import numpy as np
 from keras_ad import metrics, plots
 from keras_ad.data import layouts, video
 from keras_ad.detectors.lntra import online_normaliser, online_score, per_video_minmax, scored_frames
-from keras_ad.evaluation import finish_calibration, fit_maps
+from keras_ad.reports import finish_calibration, fit_maps
 from keras_ad.runs import atomic_save
 from keras_ad.scoring import Scorer
 

@@ -24,11 +24,12 @@ def feature_moments(images, weights, size, batch_size=16):
     """(mean, std, count) per relu4_2 channel of uint8 images, through PIAD's own feature extractor."""
     import tensorflow as tf
 
-    from keras_ad.detectors import piad
+    from keras_ad.backbones import vgg19
+    from keras_ad.losses.perceptual import PerceptualFeatures
     from keras_ad.scoring import preprocess
 
-    extractor = piad.PerceptualFeatures(piad.vgg19_relu4_2(size, weights), np.zeros(512), np.ones(512),
-                                        caffe_input=weights == "keras-imagenet")
+    extractor = PerceptualFeatures(vgg19.relu4_2(size, weights), np.zeros(512), np.ones(512),
+                                   input_mode="caffe" if weights == "keras-imagenet" else "torchvision")
     total, squares, count = np.zeros(512), np.zeros(512), 0
     for start in range(0, len(images), batch_size):
         batch = tf.concat([preprocess(image[None], size, 3) for image in images[start:start + batch_size]], 0)

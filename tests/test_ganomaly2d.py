@@ -76,9 +76,9 @@ def test_loss_terms_match_hand_computations():
 def test_generator_loss_sums_for_2d_and_averages_for_1d():
     model = build(_cfg("2d"))
     adv, con, enc = tf.constant([0.5, 0.7]), tf.constant([100.0, 300.0]), tf.constant([10.0, 30.0])
-    assert float(model._generator_loss(adv, con, enc)) == pytest.approx(0.6 + 10 * 400 + 10 * 40)
+    assert float(model.generator_loss(adv, con, enc)) == pytest.approx(0.6 + 10 * 400 + 10 * 40)
     model = build(_cfg("1d"))
-    assert float(model._generator_loss(adv, con, enc)) == pytest.approx(np.mean([0.5 + 5000 + 10, 0.7 + 15000 + 30]))
+    assert float(model.generator_loss(adv, con, enc)) == pytest.approx(np.mean([0.5 + 5000 + 10, 0.7 + 15000 + 30]))
 
 
 @pytest.mark.parametrize("latent", ["2d", "1d"])

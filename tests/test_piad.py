@@ -7,7 +7,9 @@ from conftest import check_mirrored_step, train_on_digits
 
 from keras_ad import config
 from keras_ad.detectors import build
+from keras_ad.backbones import vgg19
 from keras_ad.detectors import piad as p
+from keras_ad.losses import adversarial, perceptual, weight_policy
 
 
 def _cfg(size=32, **detector):
@@ -62,7 +64,7 @@ def test_wgan_gp_matches_a_hand_computation():
     norms = np.sqrt(((2 * c * mixed) ** 2).sum(axis=(1, 2, 3)))
     expected = (d(fake).mean() - d(real).mean() + 0.001 * ((d(real) ** 2).mean() + (d(fake) ** 2).mean())
                 + 10 * ((norms - 1) ** 2).mean())
-    got = p.wgan_gp_critic_loss(critic, tf.constant(real), tf.constant(fake), tf.constant(alpha))
+    got = adversarial.wgan_gp_critic_loss(critic, tf.constant(real), tf.constant(fake), tf.constant(alpha))
     assert got.shape == (3,)  # per sample, reduced by compute_average_loss in the train step
     np.testing.assert_allclose(float(tf.reduce_mean(got)), expected, rtol=1e-5)
 
@@ -73,11 +75,11 @@ def test_relative_loss_is_normalised_by_the_input_only_and_not_through_it():
     fake = tf.constant(rng.normal(size=(2, 2, 2, 4)).astype(np.float32))
     r, f = real.numpy(), fake.numpy()
     expected = np.abs(r - f).mean(axis=(1, 2, 3)) / np.abs(r).mean(axis=(1, 2, 3))
-    np.testing.assert_allclose(p.relative_perceptual_l1(real, fake), expected, rtol=1e-5)
-    assert not np.allclose(p.relative_perceptual_l1(fake, real), expected)  # the first argument normalises
+    np.testing.assert_allclose(perceptual.relative_perceptual_l1(real, fake), expected, rtol=1e-5)
+    assert not np.allclose(perceptual.relative_perceptual_l1(fake, real), expected)  # the first argument normalises
     with tf.GradientTape() as tape:
         tape.watch(real)
-        loss = tf.reduce_sum(p.relative_perceptual_l1(real, fake))
+        loss = tf.reduce_sum(perceptual.relative_perceptual_l1(real, fake))
     n = r[0].size
     by_hand = np.sign(r - f) / (n * np.abs(r).mean(axis=(1, 2, 3), keepdims=True))  # denominator held constant
     np.testing.assert_allclose(tape.gradient(loss, real), by_hand, rtol=1e-5)
@@ -96,7 +98,7 @@ def _policy_by_hand(adv, rec, alpha=0.05):
 
 def test_weight_policy_converges_to_the_gradient_std_ratio():
     rng = np.random.default_rng(2)
-    policy = p.GradientWeightPolicy({"generator": 5}, history=20)
+    policy = weight_policy.GradientWeightPolicy({"generator": 5}, history=20)
     rec = rng.uniform(0.5, 2.0, (30, 5)).astype(np.float32)
     adv = (3.0 * rec * rng.uniform(0.9, 1.1, (30, 5))).astype(np.float32)
     for t in range(30):
@@ -124,11 +126,11 @@ def test_ablation_losses_compare_what_section_1c_says():
     paper = build(_cfg())
     standardised = paper.features(x).numpy(), paper.features(recon).numpy()
     for loss, expected in (("perceptual_l1", np.abs(standardised[0] - standardised[1]).mean(axis=(1, 2, 3))),
-                           ("relative_perceptual_l1", p.relative_perceptual_l1(*standardised).numpy())):
+                           ("relative_perceptual_l1", perceptual.relative_perceptual_l1(*standardised).numpy())):
         model = build(_cfg(reconstruction_loss=loss))
         model.features = paper.features  # the same random VGG
         np.testing.assert_allclose(model.reconstruction_loss(x, recon), expected, rtol=1e-5)
-    normalise = lambda t: ((t.numpy() * 0.5 + 0.5) - np.array(p.IMAGENET_MEAN)) / np.array(p.IMAGENET_STD)  # noqa: E731
+    normalise = lambda t: ((t.numpy() * 0.5 + 0.5) - np.array(perceptual.IMAGENET_MEAN)) / np.array(perceptual.IMAGENET_STD)  # noqa: E731
     l2 = build(_cfg(reconstruction_loss="perceptual_l2"))
     raw = [l2.features.vgg(normalise(t).astype(np.float32)).numpy() for t in (x, recon)]  # not standardised
     np.testing.assert_allclose(l2.reconstruction_loss(x, recon), ((raw[0] - raw[1]) ** 2).mean(axis=(1, 2, 3)),
@@ -193,18 +195,18 @@ def test_perceptual_weight_sources_say_how_to_supply_them(tmp_path, monkeypatch)
     from keras_ad.errors import UsageError
 
     with pytest.raises(UsageError, match="convert_torchvision_vgg19.py"):
-        p.vgg19_relu4_2(32, "torchvision")
+        vgg19.relu4_2(32, "torchvision")
     with pytest.raises(UsageError, match="scripts/perceptual_stats.py --weights keras-imagenet"):
-        p.feature_statistics("keras-imagenet")
+        vgg19.feature_statistics("keras-imagenet")
     with pytest.raises(UsageError, match="absent.h5: cannot load VGG19 weights"):
-        p.vgg19_relu4_2(32, str(tmp_path / "absent.h5"))
+        vgg19.relu4_2(32, str(tmp_path / "absent.h5"))
 
     def offline(**kwargs):
         raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno 101] unreachable")
 
     monkeypatch.setattr(keras.applications, "VGG19", offline)
     with pytest.raises(UsageError, match="~/.keras/models/"):
-        p.vgg19_relu4_2(32, "keras-imagenet")
+        vgg19.relu4_2(32, "keras-imagenet")
 
 
 def test_perceptual_loss_on_pretrained_efficientnet_features():

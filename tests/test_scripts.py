@@ -108,7 +108,7 @@ def test_torchvision_vgg19_weights_convert_to_keras_layout(tmp_path):
     first convolution computes what PyTorch's padded cross-correlation computes."""
     import numpy as np
 
-    from keras_ad.detectors import piad
+    from keras_ad.backbones import vgg19
 
     convert = _script("convert_torchvision_vgg19")
     widths = [3, 64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512]
@@ -124,7 +124,7 @@ def test_torchvision_vgg19_weights_convert_to_keras_layout(tmp_path):
 
     import keras
 
-    vgg = piad.vgg19_relu4_2(32, out)
+    vgg = vgg19.relu4_2(32, out)
     first = keras.Model(vgg.input, vgg.get_layer("block1_conv1").output)
     x = rng.random((1, 32, 32, 3)).astype(np.float32)
     w, b = state["features.0.weight"], state["features.0.bias"]
@@ -210,7 +210,8 @@ def test_perceptual_stats_standardise_the_features_they_were_computed_on(tmp_pat
     import tensorflow as tf
     from PIL import Image
 
-    from keras_ad.detectors import piad
+    from keras_ad.backbones import vgg19
+    from keras_ad.losses.perceptual import PerceptualFeatures
     from keras_ad.scoring import preprocess
 
     script = _script("perceptual_stats")
@@ -223,10 +224,10 @@ def test_perceptual_stats_standardise_the_features_they_were_computed_on(tmp_pat
     args = ["--weights", "none", "--images", str(tmp_path / "imgs"), "--out", str(out), "--size", "32"]
     keras.utils.set_random_seed(0)
     assert script.main(args) == 0
-    mean, std = piad.feature_statistics("keras-imagenet", str(out))
+    mean, std = vgg19.feature_statistics("keras-imagenet", str(out))
 
     keras.utils.set_random_seed(0)  # the same random VGG19 again
-    features = piad.PerceptualFeatures(piad.vgg19_relu4_2(32, "none"), mean, np.maximum(std, 1e-12))
+    features = PerceptualFeatures(vgg19.relu4_2(32, "none"), mean, np.maximum(std, 1e-12))
     batch = tf.concat([preprocess(image[None], 32, 3) for image in images], 0) * 2.0 - 1.0
     standardised = features(batch).numpy().reshape(-1, 512)
     alive = std > 1e-3  # channels the ReLU never opens on these images stay 0

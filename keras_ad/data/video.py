@@ -23,6 +23,11 @@ from keras_ad.data.images import list_images, read_image, read_mask
 from keras_ad.errors import DataError
 
 
+def centre_index(length):
+    """The frame a clip scores: index 8 of 0..15 (docs/methods/lntra.md#5e-2)."""
+    return length // 2
+
+
 @dataclass
 class Video:
     name: str

@@ -119,6 +119,9 @@ class AnoGAN(Detector):
     """DCGAN + latent search; the encoder of the second training phase gives the edge variant."""
 
     variants = ("default", "edge")
+    # built by install_optimizers from optimizer_variables(): G's is `optimizer` (compile's)
+    d_optimizer = None  # the discriminator's Adam
+    e_optimizer = None  # the izi_f encoder's Adam (second phase)
     device_variant = "edge"
 
     def __init__(self, generator_model, discriminator_model, features_model, encoder_model, latent_dim=100,

@@ -117,7 +117,7 @@ class Detector(keras.Model):
 
     def optimizer_variables(self) -> dict:
         """Optimiser attribute -> the variables it trains; "optimizer" (the one `compile` holds) first.
-        A GAN adds its critics' optimisers ("d_optimizer", ...)."""
+        A GAN adds its critics' optimisers ("d_optimizer", ...), each declared as a class attribute."""
         return {"optimizer": self.trainable_variables}
 
     def install_optimizers(self, make):

@@ -157,16 +157,18 @@ def discriminator_loss_per_example(real_logits, fake_logits, half: bool):
     return 0.5 * loss if half else loss
 
 
-# ---------------------------------------------------------------- the detector
-class GANomaly(Detector):
-    """Encoder -> decoder -> encoder generator and a discriminator; anomaly = |z - ẑ| (docs/methods/ganomaly.md)."""
+# ---------------------------------------------------------------- the detectors
+class EncoderDecoderEncoder(Detector):
+    """What GANomaly and GANomaly2D share: G_E -> G_D -> E and a discriminator D; the anomaly is the
+    distance between the two codes (docs/methods/ganomaly.md). Each subclass's `train_step` is one paper."""
 
-    def __init__(self, encoder, decoder, encoder2, discriminator, latent="2d", w_adv=1.0, w_con=10.0,
-                 w_enc=10.0, discriminator_features=None, **kwargs):
+    ADAM_BETA_1 = 0.9
+    d_optimizer = None  # D's Adam, built by install_optimizers (optimizer_variables' "d_optimizer")
+
+    def __init__(self, encoder, decoder, encoder2, discriminator, w_adv=1.0, w_con=10.0, w_enc=10.0, **kwargs):
         super().__init__(**kwargs)
-        self.encoder, self.decoder, self.encoder2 = encoder, decoder, encoder2
-        self.discriminator, self.discriminator_features = discriminator, discriminator_features
-        self.latent, self.w_adv, self.w_con, self.w_enc = latent, w_adv, w_con, w_enc
+        self.encoder, self.decoder, self.encoder2, self.discriminator = encoder, decoder, encoder2, discriminator
+        self.w_adv, self.w_con, self.w_enc = w_adv, w_con, w_enc
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_loss", "adv", "con", "enc")}
         self.built = True  # functional parts are built; fit() must not call() a dummy batch (docs/stack.md#3)
 
@@ -182,17 +184,15 @@ class GANomaly(Detector):
         x_hat = self.decoder(z, training=training)
         return x_hat, z, self.encoder2(x_hat, training=training)
 
-    # -- training
     def compile_phase(self, learning_rate, lr_decay):
-        beta_1 = 0.5 if self.latent == "1d" else 0.9  # GANomaly (0.5, 0.999); GANomaly2D PyTorch defaults
-        self.install_optimizers(lambda name: adam(learning_rate, lr_decay, beta_1, PYTORCH_ADAM_EPSILON))
+        self.install_optimizers(lambda name: adam(learning_rate, lr_decay, self.ADAM_BETA_1, PYTORCH_ADAM_EPSILON))
 
     def optimizer_variables(self):
         return {"optimizer": self.generator_variables, "d_optimizer": self.discriminator.trainable_variables}
 
-    def train_step(self, data):
-        x = images_of(data) * 2.0 - 1.0
-        return self._train_step_1d(x) if self.latent == "1d" else self._train_step_2d(x)
+    def generator_terms(self, x, x_hat, z, z_hat, training):
+        """Per-example (adversarial, contextual, encoder) terms of the paper's generator loss."""
+        raise NotImplementedError
 
     def _d_step(self, x, x_hat, half):
         with tf.GradientTape() as tape:
@@ -203,47 +203,92 @@ class GANomaly(Detector):
         self.trackers["d_loss"].update_state(per_example)
         return loss
 
-    def _generator_loss(self, adv, con, enc):
-        """Weighted sum, reduced so that gradients are the same on one device and under tf.distribute."""
-        if self.latent == "2d":  # BCE averaged, the two distances summed over the batch (docs/methods/ganomaly.md#43-1)
-            return (self.w_adv * tf.nn.compute_average_loss(adv) + self.w_con * tf.reduce_sum(con)
-                    + self.w_enc * tf.reduce_sum(enc))
-        return tf.nn.compute_average_loss(self.w_adv * adv + self.w_con * con + self.w_enc * enc)
-
-    def _apply_generator(self, tape, loss, adv, con, enc):
-        descend(self.optimizer, tape, loss, self.generator_variables)
-        self._track_generator(adv, con, enc)
-
     def _track_generator(self, adv, con, enc):
         for name, value in (("adv", adv), ("con", con), ("enc", enc)):
             self.trackers[name].update_state(value)
         self.trackers["g_loss"].update_state(self.w_adv * adv + self.w_con * con + self.w_enc * enc)
 
-    def _train_step_2d(self, x):
+    def test_step(self, data):
+        x_hat, z, z_hat = self.call(images_of(data), training=False)
+        self._track_generator(*self.generator_terms(images_of(data) * 2.0 - 1.0, x_hat, z, z_hat, training=False))
+        return self.tracker_logs(["g_loss", "adv", "con", "enc"])
+
+    def sample_panels(self, images):
+        x_hat, _, _ = self.call(images, training=False)
+        return {"input": images, "reconstruction": (x_hat + 1.0) / 2.0, "anomaly map": self.anomaly_map(images)}
+
+
+class GANomaly2D(EncoderDecoderEncoder):
+    """GANomaly2D (docs/methods/ganomaly.md#42): a spatial code, a PatchGAN with BCE, summed L2 and L1 terms;
+    per iteration the D step, then the G step against the updated D."""
+
+    def generator_terms(self, x, x_hat, z, z_hat, training):
+        return generator_terms_2d(x, x_hat, z, z_hat, self.discriminator(x_hat, training=training))
+
+    def train_step(self, data):
+        x = images_of(data) * 2.0 - 1.0
         with tf.GradientTape() as tape:
             z = self.encoder(x, training=True)
             x_hat = self.decoder(z, training=True)
             z_hat = self.encoder2(x_hat, training=True)
             with tape.stop_recording():  # D first, on the fake of this forward pass (docs/methods/ganomaly.md#42)
                 self._d_step(x, tf.stop_gradient(x_hat), half=False)
-            adv, con, enc = generator_terms_2d(x, x_hat, z, z_hat, self.discriminator(x_hat, training=True))
-            loss = self._generator_loss(adv, con, enc)
-        self._apply_generator(tape, loss, adv, con, enc)
+            adv, con, enc = self.generator_terms(x, x_hat, z, z_hat, training=True)
+            loss = self.generator_loss(adv, con, enc)
+        descend(self.optimizer, tape, loss, self.generator_variables)
+        self._track_generator(adv, con, enc)
         return self.tracker_logs()
 
-    def _train_step_1d(self, x):
+    def generator_loss(self, adv, con, enc):
+        """BCE averaged, the two distances summed over the batch (docs/methods/ganomaly.md#43-1); reduced so
+        that gradients are the same on one device and under tf.distribute."""
+        return (self.w_adv * tf.nn.compute_average_loss(adv) + self.w_con * tf.reduce_sum(con)
+                + self.w_enc * tf.reduce_sum(enc))
+
+    def anomaly_map(self, images):
+        """The channel mean of |z - ẑ| blown up to the image (nearest, 16x16 blocks, docs/methods/ganomaly.md#42),
+        without the repo's batch normalisation."""
+        _, z, z_hat = self.call(images, training=False)
+        height, width = images.shape[1], images.shape[2]
+        distance = tf.reduce_mean(tf.abs(z - z_hat), axis=-1)  # N, h, w
+        h, w = distance.shape[1], distance.shape[2]
+        blocks = tf.broadcast_to(distance[:, :, None, :, None],
+                                 [tf.shape(distance)[0], h, height // h, w, width // w])
+        return tf.reshape(blocks, [-1, height, width])
+
+
+class GANomaly(EncoderDecoderEncoder):
+    """GANomaly (docs/methods/ganomaly.md#41): a vector code, feature matching on D, mean L1 and L2 terms; per
+    batch the G step, then the D step on the fake from before it, D re-initialised when its loss vanishes."""
+
+    ADAM_BETA_1 = 0.5
+
+    def __init__(self, *networks, discriminator_features=None, **kwargs):
+        super().__init__(*networks, **kwargs)
+        self.discriminator_features = discriminator_features
+
+    def generator_terms(self, x, x_hat, z, z_hat, training):
+        return generator_terms_1d(x, x_hat, z, z_hat, self.discriminator_features(x, training=training),
+                                  self.discriminator_features(x_hat, training=training))
+
+    def train_step(self, data):
+        x = images_of(data) * 2.0 - 1.0
         with tf.GradientTape() as tape:
             z = self.encoder(x, training=True)
             x_hat = self.decoder(z, training=True)
             z_hat = self.encoder2(x_hat, training=True)
-            adv, con, enc = generator_terms_1d(x, x_hat, z, z_hat, self.discriminator_features(x, training=True),
-                                               self.discriminator_features(x_hat, training=True))
-            loss = self._generator_loss(adv, con, enc)
-        self._apply_generator(tape, loss, adv, con, enc)
+            adv, con, enc = self.generator_terms(x, x_hat, z, z_hat, training=True)
+            loss = self.generator_loss(adv, con, enc)
+        descend(self.optimizer, tape, loss, self.generator_variables)
+        self._track_generator(adv, con, enc)
         d_loss = self._d_step(x, tf.stop_gradient(x_hat), half=True)  # the fake from before the G step
         total = tf.distribute.get_replica_context().all_reduce("SUM", d_loss)
         tf.cond(total < D_REINIT_BELOW, self._reinitialize_discriminator, lambda: tf.constant(False))
         return self.tracker_logs()
+
+    def generator_loss(self, adv, con, enc):
+        """The weighted per-example sum, averaged over the batch (means inside, docs/methods/ganomaly.md#41)."""
+        return tf.nn.compute_average_loss(self.w_adv * adv + self.w_con * con + self.w_enc * enc)
 
     def _reinitialize_discriminator(self):
         """GANomaly's `netd.apply(weights_init)`: fresh N(0, 0.02) kernels, BN gamma N(1, 0.02), beta 0."""
@@ -255,50 +300,27 @@ class GANomaly(Detector):
                 layer.beta.assign(tf.zeros_like(layer.beta))
         return tf.constant(True)
 
-    def test_step(self, data):
-        x = images_of(data) * 2.0 - 1.0
-        x_hat, z, z_hat = self.call(images_of(data), training=False)
-        if self.latent == "2d":
-            adv, con, enc = generator_terms_2d(x, x_hat, z, z_hat, self.discriminator(x_hat, training=False))
-        else:
-            adv, con, enc = generator_terms_1d(x, x_hat, z, z_hat, self.discriminator_features(x, training=False),
-                                               self.discriminator_features(x_hat, training=False))
-        self._track_generator(adv, con, enc)
-        return self.tracker_logs(["g_loss", "adv", "con", "enc"])
-
-    # -- scoring
     def anomaly_map(self, images):
-        """2d: channel mean of |z - ẑ| blown up to the image (nearest, 16x16 blocks, docs/methods/ganomaly.md#42), no batch
-        normalisation. 1d: GANomaly's score mean (z - ẑ)² (docs/methods/ganomaly.md#41) everywhere (it has no localisation)."""
+        """GANomaly's score mean (z - ẑ)² (docs/methods/ganomaly.md#41) everywhere: it has no localisation."""
         _, z, z_hat = self.call(images, training=False)
-        height, width = images.shape[1], images.shape[2]
-        if self.latent == "1d":
-            score = tf.reduce_mean(tf.square(z - z_hat), axis=[1, 2, 3])
-            return tf.broadcast_to(score[:, None, None], [tf.shape(score)[0], height, width])
-        distance = tf.reduce_mean(tf.abs(z - z_hat), axis=-1)  # N, h, w
-        h, w = distance.shape[1], distance.shape[2]
-        blocks = tf.broadcast_to(distance[:, :, None, :, None],
-                                 [tf.shape(distance)[0], h, height // h, w, width // w])
-        return tf.reshape(blocks, [-1, height, width])
-
-    def sample_panels(self, images):
-        x_hat, _, _ = self.call(images, training=False)
-        return {"input": images, "reconstruction": (x_hat + 1.0) / 2.0, "anomaly map": self.anomaly_map(images)}
+        score = tf.reduce_mean(tf.square(z - z_hat), axis=[1, 2, 3])
+        return tf.broadcast_to(score[:, None, None], [tf.shape(score)[0], images.shape[1], images.shape[2]])
 
 
 def from_config(cfg):
     det, data = cfg.detector, cfg.data
     (height, width), channels, filters = data.model_shape, data.channels, det.filters
     size = height  # the 1d (DCGAN) variant is square (config check)
+    weights = {"w_adv": det.w_adv, "w_con": det.w_con, "w_enc": det.w_enc}
     if det.latent == "1d":
         encoder, _ = dcgan_encoder(size, channels, filters, det.latent_dim, "encoder")
         encoder2, _ = dcgan_encoder(size, channels, filters, det.latent_dim, "encoder2")
         discriminator, features = dcgan_encoder(size, channels, filters, 1, "discriminator")
         decoder = dcgan_decoder(size, channels, filters, det.latent_dim)
-    else:
-        encoder = cycle_encoder(height, width, channels, filters, "encoder")
-        encoder2 = cycle_encoder(height, width, channels, filters, "encoder2")
-        decoder = cycle_decoder(encoder.output_shape[1:], channels, filters)
-        discriminator, features = patch_discriminator(height, width, channels, filters), None
-    return GANomaly(encoder, decoder, encoder2, discriminator, latent=det.latent, w_adv=det.w_adv,
-                    w_con=det.w_con, w_enc=det.w_enc, discriminator_features=features, name="ganomaly2d")
+        return GANomaly(encoder, decoder, encoder2, discriminator, discriminator_features=features, **weights,
+                        name="ganomaly2d")
+    encoder = cycle_encoder(height, width, channels, filters, "encoder")
+    encoder2 = cycle_encoder(height, width, channels, filters, "encoder2")
+    decoder = cycle_decoder(encoder.output_shape[1:], channels, filters)
+    return GANomaly2D(encoder, decoder, encoder2, patch_discriminator(height, width, channels, filters), **weights,
+                      name="ganomaly2d")

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from keras_ad.data.video import centre_index
 from keras_ad.detectors.base import Detector, adam, descend, images_of
 from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU, float32_output, per_example
 
@@ -67,11 +68,6 @@ def autoencoder(length, shape, widths=WIDTHS, name="autoencoder"):
 
 
 # ---------------------------------------------------------------- scoring (docs/methods/lntra.md#5e)
-def centre_index(length):
-    """The frame a clip scores: index 8 of 0..15 (docs/methods/lntra.md#5e-2)."""
-    return length // 2
-
-
 def centre_frame_error(reconstruction, clip):
     """Squared error of the centre frame [N, H, W] on [-1, 1] data."""
     c = centre_index(clip.shape[1])

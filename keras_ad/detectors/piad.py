@@ -17,17 +17,16 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from keras_ad.backbones import efficientnet_lite
+from keras_ad.backbones import efficientnet_lite, vgg19
 from keras_ad.detectors.base import Detector, images_of, loss_scale, scaled_gradients
 from keras_ad.detectors.blocks import LEAKY_SLOPE, MaxLeakyReLU, MinibatchStdDev, NearestUpsample2x, float32_output
+from keras_ad.losses.adversarial import wgan_gp_critic_loss
+from keras_ad.losses.perceptual import RECONSTRUCTION_LOSSES, PerceptualFeatures, reconstruction_map
+from keras_ad.losses.weight_policy import GradientWeightPolicy, is_kernel, kernel_gradient_stds
 
 LEAKY_GAIN = math.sqrt(2.0 / (1.0 + LEAKY_SLOPE ** 2))  # PyTorch calculate_gain('leaky_relu', 0.2)
 # Every conv kernel of G, E and D_x: He-normal, fan_out, LeakyReLU gain (docs/methods/piad.md#1b)
 CONV_INIT = keras.initializers.VarianceScaling(LEAKY_GAIN ** 2, mode="fan_out", distribution="untruncated_normal")
-GRADIENT_PENALTY = 10.0  # every config, docs/methods/piad.md#1c
-NORM_PENALTY = 0.001
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's normalisation before VGG19 (docs/methods/piad.md#1c-1)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ---------------------------------------------------------------- layers (docs/methods/piad.md#1b)
@@ -124,220 +123,14 @@ def _torch_bias(x):
     return keras.initializers.RandomUniform(-bound, bound)
 
 
-# ---------------------------------------------------------------- losses (docs/methods/piad.md#1c)
-def wgan_gp_critic_loss(critic, real, fake, alpha):
-    """Per-sample WGAN-GP critic loss with PIAD's norm penalty, whose batch mean is
-    mean D(f) - mean D(r) + 0.001·(mean D(r)² + mean D(f)²) + 10·mean_b (‖∇D(x̂_b)‖₂ - 1)²,
-    x̂ = α·r + (1 - α)·f with one α per sample; inputs are constants (detached)."""
-    real, fake = tf.stop_gradient(real), tf.stop_gradient(fake)
-    alpha = tf.reshape(alpha, [-1] + [1] * (real.shape.rank - 1))
-    mixed = alpha * real + (1.0 - alpha) * fake
-    with tf.GradientTape() as inner:
-        inner.watch(mixed)
-        mixed_out = critic(mixed, training=True)
-    gradient = inner.gradient(mixed_out, mixed)
-    norms = tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(gradient, [tf.shape(gradient)[0], -1])), axis=1))
-    d_real, d_fake = critic(real, training=True)[:, 0], critic(fake, training=True)[:, 0]
-    return (d_fake - d_real + NORM_PENALTY * (tf.square(d_real) + tf.square(d_fake))
-            + GRADIENT_PENALTY * tf.square(norms - 1.0))
-
-
-# name: (features compared, element-wise distance, relative to the input's features). The paper's loss
-# and its three ablations (docs/methods/piad.md#1c, configs/ablation_cifar10_*.yaml of the source).
-RECONSTRUCTION_LOSSES = {
-    "relative_perceptual_l1": ("standardised relu4_2", "l1", True),
-    "perceptual_l1": ("standardised relu4_2", "l1", False),
-    "perceptual_l2": ("relu4_2", "l2", False),
-    "pixel_l2": ("ImageNet-normalised image", "l2", False),
-}
-
-
-def reconstruction_map(real_features, fake_features, distance="l1", relative=True):
-    """Per position: mean_c |φ(x) - φ(y)| (squared for l2) [N, h, w, 1], divided when relative by
-    stopgrad(mean |φ(x)|), the *input's* features only, not differentiated (docs/methods/piad.md#1c-4, docs/methods/piad.md#1g-4). Its
-    spatial mean is the per-sample loss."""
-    difference = real_features - fake_features
-    elementwise = tf.abs(difference) if distance == "l1" else tf.square(difference)
-    per_position = tf.reduce_mean(elementwise, axis=-1, keepdims=True)
-    if relative:
-        per_position /= tf.stop_gradient(tf.reduce_mean(tf.abs(real_features), axis=[1, 2, 3], keepdims=True))
-    return per_position
-
-
-def relative_perceptual_l1(real_features, fake_features):
-    """Per sample: mean |φ̂(x) - φ̂(y)| / stopgrad(mean |φ̂(x)|) (docs/methods/piad.md#1c-4). Features are standardised already."""
-    return tf.reduce_mean(reconstruction_map(real_features, fake_features), axis=[1, 2, 3])
-
-
-# ---------------------------------------------------------------- VGG19 relu4_2 (docs/methods/piad.md#1c-2)
-STATS_FILE = "piad_vgg19_relu4_2_stats.json"  # torchvision VGG19's relu4_2 statistics, released with PIAD
-
-
-def vgg19_relu4_2(size, weights: str):
-    """Frozen VGG19 up to relu4_2 (Keras' `block4_conv2` output: conv + ReLU, zero padding).
-
-    weights: "none" (random, for offline runs and tests), "keras-imagenet" (Keras' download), or a
-    .weights.h5/.h5 file of a full VGG19 without top, e.g. torchvision's written by
-    scripts/convert_torchvision_vgg19.py ("torchvision" alone asks for that file).
-    """
-    from keras_ad.errors import UsageError
-
-    if weights == "torchvision":
-        raise UsageError("detector.perceptual_weights: torchvision's VGG19 is not downloaded by keras_ad; "
-                         "convert its state dict with scripts/convert_torchvision_vgg19.py and set "
-                         "detector.perceptual_weights to the .weights.h5 it writes (or to none for random features)")
-    source = "imagenet" if weights == "keras-imagenet" else None
-    try:
-        full = keras.applications.VGG19(include_top=False, weights=source, input_shape=(size, size, 3))
-    except Exception as e:  # offline: urllib / HTTP errors
-        raise UsageError(f"detector.perceptual_weights: keras-imagenet could not download Keras' VGG19 ({e}); put "
-                         f"vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 in ~/.keras/models/ or set "
-                         f"detector.perceptual_weights to a weight file") from None
-    if weights not in ("none", "keras-imagenet"):
-        try:
-            full.load_weights(weights)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"detector.perceptual_weights: {weights}: cannot load VGG19 weights ({e}); give a "
-                             f"VGG19 (no top) weight file") from None
-    model = keras.Model(full.input, float32_output(full.get_layer("block4_conv2").output), name="vgg19_relu4_2")
-    if weights == "none":  # He init keeps the random ReLU features' scale over ten convolutions
-        for layer in model.layers:
-            if hasattr(layer, "kernel"):
-                layer.kernel.assign(keras.initializers.HeNormal()(layer.kernel.shape))
-    model.trainable = False
-    return model
-
-
-def feature_statistics(weights: str, stats_file: str | None = None):
-    """(mean, std) per relu4_2 channel for standardisation. The released file holds a standard deviation
-    under the name "var": divide by it as it is (docs/methods/piad.md#1c-3, docs/methods/piad.md#1g-3)."""
-    import os
-
-    if weights == "none":  # random features: no released statistics apply
-        return np.zeros(512, np.float32), np.ones(512, np.float32)
-    path = stats_file or (None if weights == "keras-imagenet" else os.path.join(os.path.dirname(__file__), STATS_FILE))
-    if path is None:
-        from keras_ad.errors import UsageError
-
-        raise UsageError("detector.perceptual_stats: Keras' ImageNet VGG19 differs from torchvision's, whose "
-                         "released statistics do not apply (docs/methods/piad.md#1g-2); compute its own with scripts/perceptual_stats.py "
-                         "--weights keras-imagenet --images <folder> --out stats.json and set "
-                         "detector.perceptual_stats to that file")
-    return _stats_file(path)
-
-
-def _stats_file(path):
-    """(mean, std) from a perceptual_stats JSON file (scripts/perceptual_stats.py writes one)."""
-    import json
-
-    with open(path) as f:
-        stats = json.load(f)
-    return np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
-
-
-class PerceptualFeatures(keras.layers.Layer):
-    """[-1, 1] images -> the features the reconstruction loss compares: to [0, 1], grey repeated to RGB
-    (docs/methods/piad.md#1g-10), the weights' own input normalisation, then VGG19 relu4_2, standardised (φ - μ) / σ when
-    statistics are given. Without a VGG (the pixel-L2 ablation) the normalised image itself."""
-
-    def __init__(self, vgg, mean=None, std=None, input_mode="torchvision", **kwargs):
-        super().__init__(dtype="float32", **kwargs)  # the loss's features in float32 under mixed precision
-        self.vgg, self.input_mode = vgg, input_mode  # torchvision | caffe | unit (a network taking [0, 1])
-        self.standardise = mean is not None
-        if self.standardise:  # graph constants, not captures
-            self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-        self.built = True  # the VGG is built; nothing is created on the first call
-
-    def call(self, x):
-        x = x * 0.5 + 0.5
-        if x.shape[-1] == 1:
-            x = tf.repeat(x, 3, axis=-1)
-        if self.input_mode == "caffe":  # Keras' VGG19: BGR, 0..255, ImageNet mean subtracted
-            x = x[..., ::-1] * 255.0 - tf.constant([103.939, 116.779, 123.68])
-        elif self.input_mode == "torchvision":  # RGB, ImageNet mean and std
-            x = (x - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
-        if self.vgg is None:
-            return x
-        features = self.vgg(x, training=False)
-        if self.standardise:
-            features = (features - tf.constant(self.mean)) / tf.constant(self.std)
-        return features
-
-
-# ---------------------------------------------------------------- gradient-normalising weight policy (docs/methods/piad.md#1c)
-class GradientWeightPolicy(keras.layers.Layer):
-    """w_M = median over kernels and over the smoothed history of std(∇L_adv) / std(∇L_rec), per network
-    M in (encoder, generator), from unweighted gradients of kernels only (biases excluded, docs/methods/piad.md#1g-5 and 6).
-
-    `record(m, adv_stds, rec_stds)` appends one measurement and recomputes w_m: each history (the last
-    `history` measurements per kernel) is smoothed with an EWMA (y0 = s0, y_t = (1 - α)·y_{t-1} + α·s_t),
-    the ratios adv/rec of the smoothed values are pooled over kernels and time, and w_m is their median.
-    PyTorch's std is unbiased and this one is not; both losses share a tensor's size, so ratios agree.
-    """
-
-    def __init__(self, kernel_counts: dict, history=200, alpha=0.05, initial=None, **kwargs):
-        super().__init__(dtype="float32", **kwargs)
-        self.history_length, self.alpha = history, alpha
-        self.weights_by_net, self.buffers, self.counts = {}, {}, {}
-        for net, n in kernel_counts.items():
-            start = keras.initializers.Constant((initial or {}).get(net, 1.0))
-            self.weights_by_net[net] = self.add_weight(shape=(), initializer=start, trainable=False, name=f"w_{net}")
-            for loss in ("adv", "rec"):
-                self.buffers[f"{net}_{loss}"] = self.add_weight(shape=(history, n), initializer="zeros", trainable=False,
-                                                          name=f"{net}_{loss}_history")
-            self.counts[net] = self.add_weight(shape=(), initializer="zeros", trainable=False, name=f"{net}_count")
-        self.built = True
-
-    def weight(self, net):
-        return self.weights_by_net[net]
-
-    def record(self, net, adv_stds, rec_stds):
-        count = tf.minimum(self.counts[net] + 1.0, float(self.history_length))
-        self.counts[net].assign(count)
-        smoothed = {}
-        for loss, stds in (("adv", adv_stds), ("rec", rec_stds)):
-            buffer = self.buffers[f"{net}_{loss}"]
-            buffer.assign(tf.concat([buffer[1:], tf.reshape(tf.cast(stds, buffer.dtype), [1, -1])], axis=0))
-            smoothed[loss] = self._ewma(buffer, count)
-        valid = tf.range(self.history_length, dtype=count.dtype) >= self.history_length - count
-        ratios = tf.boolean_mask(smoothed["adv"] / smoothed["rec"], valid)
-        self.weights_by_net[net].assign(median(tf.reshape(ratios, [-1])))
-        return self.weights_by_net[net]
-
-    def _ewma(self, buffer, count):
-        valid = tf.range(self.history_length, dtype=count.dtype) >= self.history_length - count
-
-        def step(carry, inputs):
-            y, started = carry
-            row, ok = inputs
-            new = tf.where(started, (1.0 - self.alpha) * y + self.alpha * row, row)
-            return tf.where(ok, new, y), tf.logical_or(started, ok)
-
-        start = (tf.zeros_like(buffer[0]), tf.constant(False))
-        smoothed, _ = tf.scan(step, (buffer, valid), initializer=start)
-        return smoothed
-
-
-def median(values):
-    """numpy.median of a 1-D tensor (the mean of the two middle values for an even count)."""
-    ordered = tf.sort(values)
-    n = tf.shape(ordered)[0]
-    return 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2])
-
-
-def kernel_gradient_stds(gradients, variables):
-    """std of the entries of every kernel's gradient (conv/dense kernels; biases excluded, docs/methods/piad.md#1c)."""
-    return tf.stack([tf.math.reduce_std(g) for g, v in zip(gradients, variables) if _is_kernel(v)])
-
-
-def _is_kernel(variable):
-    return variable.path.endswith("kernel")
-
-
 # ---------------------------------------------------------------- the detector
 class PIAD(Detector):
     """E, G, D_x, D_z and the frozen perceptual features; one train_step = n_dis critic steps and one
     E/G step, each on its own slice of the batch (fresh x and z per step, docs/methods/piad.md#1d, docs/methods/piad.md#1g-8)."""
+
+    # built by install_optimizers from optimizer_variables(): E and G share `optimizer` (compile's)
+    x_optimizer = None  # the image critic's Adam
+    z_optimizer = None  # the latent critic's Adam
 
     def __init__(self, encoder_model, generator_model, image_critic_model, latent_critic_model, features,
                  n_dis=2, critic_learning_rate=5e-4, weight_decay=1e-8, weight_policy=True,
@@ -502,7 +295,7 @@ def _all_finite(gradient_lists):
 
 
 def _kernel_count(model):
-    return sum(1 for v in model.trainable_variables if _is_kernel(v))
+    return sum(1 for v in model.trainable_variables if is_kernel(v))
 
 
 def from_config(cfg):
@@ -515,11 +308,11 @@ def from_config(cfg):
         features = PerceptualFeatures(None)
     elif det.perceptual_network == "efficientnet_lite0":
         network = efficientnet_lite.stage_model(EFFICIENTNET_STAGE, (size, size))
-        stats = _stats_file(det.perceptual_stats) if standardised and det.perceptual_stats else ()
+        stats = vgg19.read_statistics(det.perceptual_stats) if standardised and det.perceptual_stats else ()
         features = PerceptualFeatures(network, *stats, input_mode="unit")
     else:
-        vgg = vgg19_relu4_2(size, det.perceptual_weights)
-        mean, std = feature_statistics(det.perceptual_weights, det.perceptual_stats)
+        vgg = vgg19.relu4_2(size, det.perceptual_weights)
+        mean, std = vgg19.feature_statistics(det.perceptual_weights, det.perceptual_stats)
         features = PerceptualFeatures(vgg, *((mean, std) if standardised else ()),
                                       input_mode="caffe" if det.perceptual_weights == "keras-imagenet" else "torchvision")
     r = det.latent_res
@@ -538,18 +331,9 @@ def from_config(cfg):
         model.caveats += (f"perceptual_network: efficientnet_lite0: the perceptual loss compares ImageNet "
                           f"EfficientNet-Lite0 {EFFICIENTNET_STAGE} features (stride 8, as relu4_2), not the paper's "
                           f"VGG19{'' if features.standardise else ', unstandardised'}",)
-    elif features.vgg is not None and det.perceptual_weights in WEIGHT_CAVEATS:
-        model.caveats += (WEIGHT_CAVEATS[det.perceptual_weights],)
+    elif features.vgg is not None and det.perceptual_weights in vgg19.WEIGHT_CAVEATS:
+        model.caveats += (vgg19.WEIGHT_CAVEATS[det.perceptual_weights],)
     return model
 
 
 EFFICIENTNET_STAGE = "stage3"  # stride 8 like VGG19's relu4_2, 40 channels
-
-
-
-WEIGHT_CAVEATS = {
-    "none": "perceptual_weights: none: the perceptual loss and the score use random VGG19 features, not "
-            "ImageNet-trained ones; AUROCs are not comparable to PIAD's",
-    "keras-imagenet": "perceptual_weights: keras-imagenet: Keras' VGG19 and its own feature statistics, not "
-                      "torchvision's of the paper (docs/methods/piad.md#1g-2)",
-}

@@ -21,6 +21,7 @@ from keras_ad import metrics
 from keras_ad.data import layouts, pipeline
 from keras_ad.data.images import read_image, read_many
 from keras_ad.export.device import within_tolerance
+from keras_ad.specs import SPECS
 
 FLOAT_ATOL = 1e-4
 MAP_RTOL = 1e-3
@@ -44,7 +45,7 @@ class ParitySet:
 
 
 def load_parity_set(cfg, max_validation: int = 1000) -> ParitySet:
-    if cfg.detector.name == "lntra":
+    if SPECS[cfg.detector.name].video:
         return _video_parity_set(cfg)
     files = layouts.discover(cfg.data, seed=cfg.train.seed)
     read = lambda p: read_image(p, cfg.data.channels)  # noqa: E731
@@ -60,7 +61,6 @@ def _video_parity_set(cfg, max_validation: int = 64, max_test: int = 256) -> Par
     """Raw uint8 clips [T, H, W, 1]: normal ones of the calibration videos, then test clips spread over the
     test videos, labelled and masked by their centre frame."""
     from keras_ad.data import video
-    from keras_ad.detectors.lntra import centre_index
 
     length = cfg.detector.clip_length
     train, val, test = video.discover(layouts.resolve_root(cfg.data), cfg.data.val_fraction, cfg.train.seed)
@@ -75,7 +75,7 @@ def _video_parity_set(cfg, max_validation: int = 64, max_test: int = 256) -> Par
 
     normal = spread(val or train, max_validation)
     tests = spread(test, max_test)
-    centre = centre_index(length)
+    centre = video.centre_index(length)
     masks_by_video = {v.name: video.load_masks(v, cfg.data.image_shape) for v in test}
     masks = np.stack([masks_by_video[v.name][s + centre] if masks_by_video[v.name] is not None
                       else np.zeros(cfg.data.image_shape, bool) for v, s in tests])
