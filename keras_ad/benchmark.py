@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 
 # TensorFlow is imported inside the functions: the CLI checks its arguments against SETTINGS first.
-
 import numpy as np
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")

@@ -102,7 +102,8 @@ def _cluster(workers, index):
         raise UsageError(f"--workers: {', '.join(bad) or repr(workers)} is not host:port; give e.g. "
                          f"10.0.0.1:12345,10.0.0.2:12345")
     if index >= len(addresses):
-        raise UsageError(f"--worker-index {index}: --workers lists {len(addresses)} worker(s), so 0..{len(addresses) - 1}")
+        raise UsageError(f"--worker-index {index}: --workers lists {len(addresses)} worker(s), so "
+                         f"0..{len(addresses) - 1}")
     return {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
 
 
@@ -259,7 +260,8 @@ def _score_videos(scorer, inputs, labels_path, out_dir):
             lines.append(f"{path},{frame},{r['psnr'][i]:.6g},{r['offline'][i]:.6g},{r['online'][i]:.6g},"
                          f"{int(r['is_anomalous'][i])},{int(r['defect_area'][i])}")
         trace = [(name, r["frame"], r["offline"], r["online"], r["labels"])]
-        atomic_save(os.path.join(out_dir, f"{name}_scores_over_time.png"), lambda p, t=trace: plots.scores_over_time(t, p, 1))
+        atomic_save(os.path.join(out_dir, f"{name}_scores_over_time.png"),
+                    lambda p, t=trace: plots.scores_over_time(t, p, 1))
         click.echo(f"{path}: {len(r['frame'])} frames scored (clip centres), "
                    f"{int(np.sum(r['is_anomalous']))} anomalous")
     atomic_write(os.path.join(out_dir, "scores.csv"), "\n".join(lines) + "\n")

@@ -28,10 +28,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "root": Field(None, allow=OPTIONAL, doc="data set folder, or synthetic:<category> for the built-in demo"),
         "source": Field(None, allow=OPTIONAL, doc="one_class: a labelled set written once as class folders, in "
                                                   "place of data.root: keras:mnist|fashion_mnist|cifar10, a .npz, "
-                                                  "cifar-10-python.tar.gz, coil100:|celeba:|lsun:<folder> (docs/methods/piad.md#1a)"),
+                                                  "cifar-10-python.tar.gz, coil100:|celeba:|lsun:<folder> "
+                                                  "(docs/methods/piad.md#1a)"),
         "category": Field(None, allow=OPTIONAL, doc="MVTec category sub-folder (mvtec layout)"),
         "image_size": size_field(256, "size every image is resized to: a side, or [height, width] for non-square "
-                                 "images (each detector's multiples: docs/protocol.md#image-size); 256 in docs/methods/cae.md#3a"),
+                                 "images (each detector's multiples: docs/protocol.md#image-size); 256 in "
+                                 "docs/methods/cae.md#3a"),
         "patch_size": size_field(None, "texture patches: train on random patches of this size cut from the images at "
                                   "image_size and score by a sliding window whose maps are averaged in the scoring "
                                   "graph (MVTec AD: 128 of 512, docs/protocol.md#patches); null: whole images",
@@ -40,15 +42,19 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                     "(MVTec AD: 30 on 128-pixel patches)", low=1, allow=(AUTO,)),
         "channels": Field(1, int, choices=(1, 3), doc="1 = grey, 3 = RGB"),
         "resize": Field("bilinear", choices=("bilinear", "area", "nearest"),
-                        doc="antialiased bilinear by default (docs/methods/cae.md#3i-6); nearest = the repo's Keras default"),
+                        doc="antialiased bilinear by default (docs/methods/cae.md#3i-6); nearest = the repo's Keras "
+                            "default"),
         "val_fraction": Field(0.1, float, low=0.0, high=0.9, doc="held-out good images, docs/methods/cae.md#3a"),
         "test_fraction": Field(0.2, float, low=0.0, high=0.9,
-                               doc="normal_abnormal / one_class: normal images held out for testing (GANomaly 20 %, docs/methods/ganomaly.md#41)"),
-        "abnormal_class": Field(None, allow=OPTIONAL, doc="one_class: the class folder that is abnormal, docs/methods/ganomaly.md#41"),
+                               doc="normal_abnormal / one_class: normal images held out for testing (GANomaly 20 %, "
+                                   "docs/methods/ganomaly.md#41)"),
+        "abnormal_class": Field(None, allow=OPTIONAL, doc="one_class: the class folder that is abnormal, "
+                                                          "docs/methods/ganomaly.md#41"),
         "normal_class": Field(None, allow=OPTIONAL, doc="one_class: the class folder that is normal, all others "
                                                           "abnormal (PIAD's protocol, docs/methods/piad.md#1a)"),
         "official_split": Field(False, bool, doc="one_class: train/test by the train_/test_ file-name prefixes "
-                                                 "that data.source writes (MNIST, CIFAR-10, CelebA, LSUN, docs/methods/piad.md#1a)"),
+                                                 "that data.source writes (MNIST, CIFAR-10, CelebA, LSUN, "
+                                                 "docs/methods/piad.md#1a)"),
         "equal_anomalies": Field(False, bool, doc="one_class: as many (seeded) test anomalies as test normals "
                                                   "(Fashion-MNIST, COIL-100, docs/methods/piad.md#1a)"),
         "skip_unreadable": Field(False, bool, doc="skip corrupt images with a warning instead of failing"),
@@ -59,7 +65,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                   "(AnoGAN's --input_fname_pattern, docs/methods/anogan.md#2a)"),
         "center_crop": Field(None, int, low=1, allow=OPTIONAL,
                              doc="crop the central NxN pixels of every image before resizing "
-                                 "(AnoGAN's --crop, 108 for CelebA, docs/methods/anogan.md#2a); part of the scoring graph"),
+                                 "(AnoGAN's --crop, 108 for CelebA, docs/methods/anogan.md#2a); part of the scoring "
+                                 "graph"),
     },
     "detector": {
         "name": Field("cae", choices=tuple(SPECS),
@@ -68,17 +75,22 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "train": {
         "epochs": Field(AUTO, int, low=1, high=100000, allow=(AUTO,),
                         doc="auto = floor(augmented_images / training images), docs/methods/cae.md#3d"),
-        "augmented_images": Field(10000, int, low=1, doc="images seen per run for epochs: auto, docs/methods/cae.md#3d"),
+        "augmented_images": Field(10000, int, low=1,
+                                  doc="images seen per run for epochs: auto, docs/methods/cae.md#3d"),
         "iterations": Field(None, int, low=1, allow=OPTIONAL,
-                            doc="optimiser steps in all, for papers that count them (PIAD docs/methods/piad.md#1d); sets the epochs"),
+                            doc="optimiser steps in all, for papers that count them (PIAD docs/methods/piad.md#1d); "
+                                "sets the epochs"),
         "min_epoch_images": Field(0, int, low=0, doc="smaller training sets are repeated to this many images "
                                                      "per epoch (PIAD: 10000, docs/methods/piad.md#1a)"),
         "batch_size": Field(12, int, low=1, high=4096, doc="the repo README's example, docs/methods/cae.md#3d"),
         "learning_rate": Field(AUTO, float, low=0.0, high=1.0, allow=(AUTO,),
-                               doc="Adam; auto = the detector's paper: cae 2e-4 (docs/methods/cae.md#3d), ganomaly2d 1e-4, "
-                                   "its 1d variant 2e-4 (docs/methods/ganomaly.md), anogan 2e-4 (docs/methods/anogan.md#2d)"),
+                               doc="Adam; auto = the detector's paper: cae 2e-4 (docs/methods/cae.md#3d), ganomaly2d "
+                                   "1e-4, "
+                                   "its 1d variant 2e-4 (docs/methods/ganomaly.md), anogan 2e-4 "
+                                   "(docs/methods/anogan.md#2d)"),
         "lr_decay": Field(AUTO, float, low=0.0, high=1.0, allow=(AUTO,),
-                          doc="Keras-2 inverse-time decay per step; auto = cae 1e-5 (docs/methods/cae.md#3d), ganomaly2d and anogan 0"),
+                          doc="Keras-2 inverse-time decay per step; auto = cae 1e-5 (docs/methods/cae.md#3d), "
+                              "ganomaly2d and anogan 0"),
         "seed": Field(0, int, low=0, doc="seeds weights, validation split, shuffling, augmentation"),
         "jit_compile": Field(False, bool, doc="XLA-compile the training step; off by default: on this CPU XLA ran "
                                               "1.2x faster to 1.7x slower (docs/stack.md#5), and the GAN steps are "
@@ -102,7 +114,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "postprocess": {
         "smoothing_sigma": Field(0.0, float, low=0.0, high=32.0, doc="Gaussian blur of the map, pixels"),
         "reduction": Field(AUTO, choices=(AUTO, "max", "topk_mean", "mean", "detector"),
-                           doc="map -> image score; auto = cae max (docs/methods/cae.md#3g), ganomaly2d mean (docs/methods/ganomaly.md#42), anogan "
+                           doc="map -> image score; auto = cae max (docs/methods/cae.md#3g), ganomaly2d mean "
+                               "(docs/methods/ganomaly.md#42), anogan "
                                "detector (its own score: the search loss, docs/methods/anogan.md#2e)"),
         "topk_percent": Field(1.0, float, low=0.01, high=100.0, doc="for topk_mean"),
         "normalize": Field("none", choices=("none", "per_pixel"),
@@ -285,7 +298,8 @@ def _check_consistency(values, source):
         raise ConfigError(source, "data.root", "is required: the data set folder (or synthetic:<category>; "
                                                "one_class: or data.source)")
     if data["source"] is not None and data["layout"] != "one_class":
-        raise ConfigError(source, "data.source", f"is for the one_class layout; layout {data['layout']} reads data.root")
+        raise ConfigError(source, "data.source",
+                          f"is for the one_class layout; layout {data['layout']} reads data.root")
     if data["layout"] == "one_class" and bool(data["abnormal_class"]) == bool(data["normal_class"]):
         raise ConfigError(source, "data.abnormal_class", "the one_class layout needs exactly one of "
                                                          "data.abnormal_class (that class is the anomaly, GANomaly) "
@@ -328,7 +342,8 @@ def _accepted(field: Field) -> str:
     if field.items is not None:
         items = _accepted(field.items)
         text += f" of {field.length} × {items}" if field.length else f" of {items}"
-    extra = [repr(a) if a is not None else "null" for a in field.allow if a != AUTO] + (["auto"] if AUTO in field.allow else [])
+    extra = [repr(a) if a is not None else "null" for a in field.allow if a != AUTO]
+    extra += ["auto"] if AUTO in field.allow else []
     return " or ".join([*extra, text]) if extra else text
 
 

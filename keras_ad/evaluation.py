@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from keras_ad import metrics, plots, reports, video_evaluation
@@ -14,7 +12,8 @@ from keras_ad.scoring import Scorer
 
 
 def calibrate_run(run, cfg, scorer, min_area=None) -> dict:
-    """docs/methods/cae.md#3e on the run's validation split (good images only); writes calibration.json and its plots."""
+    """docs/methods/cae.md#3e on the run's validation split (good images only); writes calibration.json and its
+    plots."""
     if scorer.detector.clip_length:
         return video_evaluation.calibrate(run, cfg, scorer, min_area)
     min_area = min_area or cfg.calibrate.min_area
@@ -54,7 +53,8 @@ def evaluate_run(run, cfg, scorer) -> dict:
     defects = np.array(test["defects"])
 
     report = {"run": run.name, "detector": cfg.detector.name, "data_root": files.root,
-              "caveats": list(scorer.detector.caveats), **metrics.summary(labels, scores, masks, maps, has_mask, fpr_limit), "per_defect": {}}
+              "caveats": list(scorer.detector.caveats),
+              **metrics.summary(labels, scores, masks, maps, has_mask, fpr_limit), "per_defect": {}}
     for defect in sorted(set(defects) - {layouts.GOOD}):
         keep = (defects == defect) | (labels == 0)
         report["per_defect"][defect] = metrics.summary(labels[keep], scores[keep], masks[keep], maps[keep],
@@ -72,9 +72,11 @@ def _variant_summary(scorer, cfg, variant, test, fpr_limit) -> dict:
     """The metrics of another scoring graph of the same detector (AnoGAN's edge variant) on the same images."""
     other = Scorer(scorer.detector, cfg, scorer.run_calibration, variant=variant)
     out = other.score_preprocessed(test["images"])
-    result = metrics.summary(test["labels"], out["score"], test["masks"], out["anomaly_map"], test["has_mask"], fpr_limit)
+    result = metrics.summary(test["labels"], out["score"], test["masks"], out["anomaly_map"], test["has_mask"],
+                             fpr_limit)
     if other.calibration:
-        result["calibrated_decision"] = {**other.calibration, **metrics.decision_rates(test["labels"], out["is_anomalous"])}
+        rates = metrics.decision_rates(test["labels"], out["is_anomalous"])
+        result["calibrated_decision"] = {**other.calibration, **rates}
     return result
 
 

@@ -24,7 +24,8 @@ def fit_maps(maps, cfg, min_area, region) -> tuple[dict, np.ndarray]:
 
 
 def finish_calibration(run, scorer, maps, result, what) -> dict:
-    """Write calibration.json and its plots (docs/methods/cae.md#3f), give the scorer the result, say what it came from."""
+    """Write calibration.json and its plots (docs/methods/cae.md#3f), give the scorer the result, say what it came
+    from."""
     curves = calibration.finetune_curves(maps)
     t = result["pixel_threshold"]
     hists = {f"t = {f:g}·threshold": calibration.areas_at(maps, f * t) for f in (0.5, 0.75, 0.9, 1.0)}
@@ -75,18 +76,21 @@ def markdown_report(report) -> str:
     for name, r in rows:
         out.append(f"| {name} | {r['n_images']} | " + " | ".join(_fmt(r[k]) for k in METRIC_KEYS) + " |")
     for variant, r in report.get("variants", {}).items():
-        out.append(f"| {variant} variant (all) | {r['n_images']} | " + " | ".join(_fmt(r[k]) for k in METRIC_KEYS) + " |")
+        cells = " | ".join(_fmt(r[k]) for k in METRIC_KEYS)
+        out.append(f"| {variant} variant (all) | {r['n_images']} | {cells} |")
     decision = report.get("calibrated_decision")
     if decision:
         out += ["", f"Calibrated decision (pixel threshold {decision['pixel_threshold']:.6g}, minimum defect area "
                     f"{decision['min_area']} px, from {decision['n_validation_images']} good validation images): "
                     f"TPR {_fmt(decision['tpr'])}, TNR {_fmt(decision['tnr'])}."]
     if "frame_auroc_offline" in report:
-        out += ["", f"Frame-level ROC AUC over all test videos (docs/methods/lntra.md#5e): offline, the paper's per-video min-max "
+        out += ["", "Frame-level ROC AUC over all test videos (docs/methods/lntra.md#5e): offline, the paper's "
+                    "per-video min-max "
                     f"normalisation, {_fmt(report['frame_auroc_offline'])}; online, each frame against the PSNR "
                     f"range of normal clips, {_fmt(report['frame_auroc_online'])}. The table's image AUROC is the "
                     f"offline one; pixel metrics use the centre frames' error maps.",
                 "", "Plots: `plots/scores_over_time.png`.", ""]
         return "\n".join(out)
-    out += ["", "Plots: `plots/roc.png`, `plots/score_histogram.png`, `plots/overlays.png`, `plots/calibration.png`.", ""]
+    out += ["", "Plots: `plots/roc.png`, `plots/score_histogram.png`, `plots/overlays.png`, "
+                "`plots/calibration.png`.", ""]
     return "\n".join(out)

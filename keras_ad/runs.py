@@ -127,7 +127,7 @@ class Run:
         return os.path.isfile(self.file(WEIGHTS)) or bool(glob.glob(os.path.join(self.checkpoints, "epoch-*")))
 
     @classmethod
-    def create(cls, cfg, overwrite=False, resume=False) -> "Run":
+    def create(cls, cfg, overwrite=False, resume=False) -> Run:
         """Prepare the run folder of `cfg`; refuse to clobber an existing one unless asked to.
 
         With `overwrite`, only a marked run is replaced and only its own entries are deleted; a run that
@@ -135,7 +135,8 @@ class Run:
         run = cls(cfg.run_dir)
         if resume:
             if not run.is_run:
-                raise UsageError(f"{run.path}: nothing to resume (not a keras_ad run); drop --resume to start a new run")
+                raise UsageError(f"{run.path}: nothing to resume (not a keras_ad run); drop --resume to start a "
+                                 f"new run")
         elif not ownership.is_empty(run.path):
             failed_start = run.is_run and not run.has_trained
             if not failed_start:
@@ -149,7 +150,7 @@ class Run:
         return run
 
     @classmethod
-    def open(cls, path) -> "Run":
+    def open(cls, path) -> Run:
         run = cls(path)
         if not run.is_run:
             hint = (f"; if keras_ad wrote it before it marked its runs, add the marker: "

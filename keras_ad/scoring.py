@@ -20,9 +20,9 @@ def preprocess(images, image_size, channels: int, resize: str = "bilinear", cent
     """Raw images [N, H, W, 1|3] (uint8 0..255, or float already in [0, 1]) -> float32 [N, h, w, C] in [0, 1],
     (h, w) = `image_size` (a side, or (height, width)).
 
-    Optionally crops the central `center_crop` pixels first (AnoGAN's --crop, docs/methods/anogan.md#2a), then resizes as
-    tf.image.resize(antialias=True) does (nearest: no antialiasing, docs/methods/cae.md#3i-6), but with MatMuls that every
-    runtime has, and converts grey <-> RGB (ITU-R 601 weights, as tf.image.rgb_to_grayscale).
+    Optionally crops the central `center_crop` pixels first (AnoGAN's --crop, docs/methods/anogan.md#2a), then
+    resizes as tf.image.resize(antialias=True) does (nearest: no antialiasing, docs/methods/cae.md#3i-6), but with
+    MatMuls that every runtime has, and converts grey <-> RGB (ITU-R 601 weights, as tf.image.rgb_to_grayscale).
     """
     images = tf.convert_to_tensor(images)
     x = tf.cast(images, tf.float32)

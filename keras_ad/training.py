@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from keras_ad import detectors, plots
 from keras_ad.data import layouts, pipeline
-from keras_ad.runs import WEIGHTS, Run, atomic_save, write_json
+from keras_ad.runs import WEIGHTS, Run, atomic_save
 
 
 def select_strategy(name: str):
@@ -31,7 +31,7 @@ def select_strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _multiworker_strategy():
     """The process's only MultiWorkerMirroredStrategy: collectives are configured once, at its creation."""
     return tf.distribute.MultiWorkerMirroredStrategy()
@@ -185,7 +185,8 @@ def train(cfg, run: Run, resume: bool = False):
     total_epochs = phases[-1].until_epoch  # a later phase may train past `epochs` (AnoGAN's encoder)
     repeated = f", repeated to {cfg.train.min_epoch_images} per epoch" if cfg.train.min_epoch_images > n_train else ""
     print(f"training {cfg.detector.name} on {n_train} {unit}{repeated} ({n_val} validation), "
-          f"{total_epochs} epochs, batch {cfg.train.batch_size}, {replicas} replica(s), {cfg.train.precision}", flush=True)
+          f"{total_epochs} epochs, batch {cfg.train.batch_size}, {replicas} replica(s), {cfg.train.precision}",
+          flush=True)
     phase_start = 0
     for index, phase in enumerate(phases):
         if start >= phase.until_epoch:

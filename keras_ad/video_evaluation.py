@@ -30,8 +30,8 @@ def _calibration_videos(cfg):
 
 
 def calibrate(run, cfg, scorer, min_area=None) -> dict:
-    """Pixel threshold on the centre-frame error maps of normal clips (docs/methods/cae.md#3e's rule) and their PSNR range
-    for the online score; writes calibration.json."""
+    """Pixel threshold on the centre-frame error maps of normal clips (docs/methods/cae.md#3e's rule) and their PSNR
+    range for the online score; writes calibration.json."""
     min_area = min_area or cfg.calibrate.min_area
     videos, kind = _calibration_videos(cfg)
     prepare = video.frame_preprocessor(cfg.data)

@@ -60,7 +60,8 @@ def measure(config_path, size, runs, overrides) -> dict:
 
 def markdown(rows, header) -> str:
     lines = [header, "", "| memory_bank_size | coreset rows | image AUROC | pixel AUROC | int8 image AUROC | "
-             + " | ".join(f"{name} ms" for name in ARTEFACTS) + " |", "|---:|---:|---:|---:|---:|" + "---:|" * len(ARTEFACTS)]
+             + " | ".join(f"{name} ms" for name in ARTEFACTS) + " |",
+             "|---:|---:|---:|---:|---:|" + "---:|" * len(ARTEFACTS)]
     for r in rows:
         lines.append(f"| {r['bank_size']} | {r['unique_rows']} | {r['image_auroc']:.4f} | {r['pixel_auroc']:.4f} | "
                      f"{r['int8_image_auroc']:.4f}{'' if r['int8_passed'] else ' (check failed)'} | "

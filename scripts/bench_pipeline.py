@@ -60,7 +60,8 @@ def fit_patchcore(folder, size):
     from keras_ad import config, training
     from keras_ad.runs import Run
 
-    cfg = config.load(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "patchcore_demo.yaml"),
+    configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
+    cfg = config.load(os.path.join(configs, "patchcore_demo.yaml"),
                       [f"data.root={folder}", f"data.image_size={size}", "data.cache_mb=0", "data.val_fraction=0.0",
                        f"run.dir={tempfile.mkdtemp(prefix='bench_patchcore-')}"])
     before = rss_mb()
@@ -126,12 +127,14 @@ def main(argv=None) -> int:
                                    str(args.image_size)], capture_output=True, text=True, check=True)
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(f"{n} images, {mode}: peak RSS {row['peak_rss_mb']:.0f} MiB (before data {row['rss_before_mb']:.0f}), "
+            print(f"{n} images, {mode}: peak RSS {row['peak_rss_mb']:.0f} MiB (before data "
+                  f"{row['rss_before_mb']:.0f}), "
                   f"{row['images_per_s']:.0f} images/s", file=sys.stderr, flush=True)
     what = ("PatchCore's fit (streamed feature pass, bounded-memory coreset), configs/patchcore_demo.yaml's detector"
             if args.fit else "Training input pipeline, one epoch, augmentation on")
     lines = [f"{what}, {args.image_size}x{args.image_size} RGB JPEGs, batch 16, "
-             f"{os.cpu_count()} CPU threads (`python scripts/bench_pipeline.py{' --fit ' + args.fit if args.fit else ''}`):", "",
+             f"{os.cpu_count()} CPU threads (`python "
+             f"scripts/bench_pipeline.py{' --fit ' + args.fit if args.fit else ''}`):", "",
              "| images | mode | peak RSS MiB | RSS before data MiB | images/s |", "|---:|---|---:|---:|---:|"]
     lines += [f"| {r['images']} | {r['mode']} | {r['peak_rss_mb']:.0f} | {r['rss_before_mb']:.0f} | "
               f"{r['images_per_s']:.0f} |" for r in rows]

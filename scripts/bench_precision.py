@@ -46,7 +46,8 @@ def main(argv=None):
         cfg = config.load(os.path.join(benchmark.CONFIGS, file), (*overrides, *args.set))
         speed = {p: steps_per_second(cfg, p, args.seconds) for p in PRECISIONS}
         print(f"| {name} ({file}) | " + " | ".join(f"{speed[p]:.2f}" for p in PRECISIONS)
-              + f" | {speed['mixed_float16'] / speed['float32']:.2f}x | {speed['mixed_bfloat16'] / speed['float32']:.2f}x |",
+              + f" | {speed['mixed_float16'] / speed['float32']:.2f}x | "
+                f"{speed['mixed_bfloat16'] / speed['float32']:.2f}x |",
               flush=True)
 
 

@@ -194,7 +194,8 @@ def main(argv=None) -> int:
               f"{', '.join(DETECTORS)}", file=sys.stderr)
         return 2
     if not os.path.isdir(args.data):
-        print(f"error: --data {args.data}: no such folder; prepare the sets with scripts/prepare_real.py", file=sys.stderr)
+        print(f"error: --data {args.data}: no such folder; prepare the sets with scripts/prepare_real.py",
+              file=sys.stderr)
         return 2
     names = args.sets.split(",") if args.sets else sorted(
         n for n in os.listdir(args.data) if os.path.isdir(os.path.join(args.data, n, "train", "good")))

@@ -81,7 +81,8 @@ def ensure_host_tools(qemu=None):
     if qemu_version(emulator) < MIN_QEMU:
         raise ValueError(f"{emulator} is qemu {'.'.join(map(str, qemu_version(emulator)))}, which crashes in "
                          f"onnxruntime and LiteRT; get qemu >= {MIN_QEMU[0]} (e.g. Debian 13's qemu-user package: "
-                         f"apt-get download qemu-user && dpkg-deb -x qemu-user_*.deb q) and pass --qemu q/usr/bin/qemu-aarch64")
+                         "apt-get download qemu-user && dpkg-deb -x qemu-user_*.deb q) and pass --qemu "
+                         "q/usr/bin/qemu-aarch64")
     if qemu:
         if os.path.exists(f"{BINFMT}/qemu-aarch64"):
             with open(f"{BINFMT}/qemu-aarch64", "w") as f:
@@ -107,7 +108,8 @@ def ensure_rootfs(rootfs):
     version = subprocess.run(["chroot", rootfs, "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     platforms = [f"--platform=manylinux_2_{minor}_aarch64" for minor in (17, 27, 28, 31, 34, 35, 36)]
-    run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", *platforms, "--platform=manylinux2014_aarch64",
+    run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", *platforms,
+         "--platform=manylinux2014_aarch64",
          f"--python-version={version}", "-d", os.path.join(rootfs, "tmp", "wheels"), "-r", requirements])
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}  # host pip settings stay out
     run(["chroot", rootfs, f"{VENV}/bin/pip", "install", "-q", "--no-index", "--find-links=/tmp/wheels",
@@ -131,7 +133,8 @@ def host_reference(run_dir, images, out_dir):
 
 def emulated(rootfs, model):
     """(scores.csv text, the scorer's timing line, the --check output) of one model in the arm64 root."""
-    scorer = ["chroot", rootfs, f"{VENV}/bin/python", "/work/export/keras_ad_device.py", "--model", f"/work/export/{model}"]
+    scorer = ["chroot", rootfs, f"{VENV}/bin/python", "/work/export/keras_ad_device.py",
+              "--model", f"/work/export/{model}"]
     scored = run([*scorer, "/work/images", "--format", "csv", "--out", f"/work/out/{model}.csv", "--timing"],
                  capture_output=True, text=True)
     check = subprocess.run([*scorer, "--check"], capture_output=True, text=True)

@@ -22,7 +22,8 @@ import numpy as np
 
 # torchvision vgg19.features indices of the 16 convolutions, in Keras' block order
 TORCH_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
-KERAS_CONV_NAMES = tuple(f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4)) for c in range(1, n + 1))
+KERAS_CONV_NAMES = tuple(f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
+                         for c in range(1, n + 1))
 
 
 def read_state_dict(path) -> dict:

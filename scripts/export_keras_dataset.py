@@ -5,8 +5,8 @@
     python scripts/export_keras_dataset.py --dataset cifar10 --out data/cifar10 --file cifar-10-python.tar.gz
 
 GANomaly pools the official train and test splits and re-splits them with a seed
-(docs/methods/ganomaly.md#41), so both splits go into the class folders (`train_00001.png`, `test_00001.png`); keras_ad then
-holds out `data.test_fraction` of the normal classes plus every image of `data.abnormal_class`.
+(docs/methods/ganomaly.md#41), so both splits go into the class folders (`train_00001.png`, `test_00001.png`); keras_ad
+then holds out `data.test_fraction` of the normal classes plus every image of `data.abnormal_class`.
 Offline, download the archive elsewhere and pass it with --file. (`data.source` does the same inside
 keras_ad for the one_class layout, into a cache folder.)
 """

@@ -202,7 +202,8 @@ def main(argv=None) -> int:
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_manifest(args.out, [{"category": os.path.basename(w), "kind": args.kind, "source": os.path.abspath(args.source),
+    write_manifest(args.out, [{"category": os.path.basename(w), "kind": args.kind,
+                               "source": os.path.abspath(args.source),
                                "seed": args.seed, "test_fraction": args.test_fraction} for w in written])
     return 0
 

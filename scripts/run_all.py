@@ -34,7 +34,8 @@ DATASETS = {
     "celeba": ["normal"],
     "lsun": ["normal"],
 }
-# the loss ablation on CIFAR-10 (docs/methods/piad.md#1c): configs/piad_ablation_cifar10_<variant>.yaml, not run by default
+# the loss ablation on CIFAR-10 (docs/methods/piad.md#1c): configs/piad_ablation_cifar10_<variant>.yaml, not run by
+# default
 DATASETS.update({f"ablation_cifar10_{variant}": DATASETS["cifar10"]
                  for variant in ("perceptual_l1", "perceptual_l2", "pixel_l2", "pixel_l2_manual")})
 PER_DEFECT = {"celeba"}  # one AUROC per anomaly class of a single run

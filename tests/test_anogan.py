@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import check_mirrored_step, train_on_digits
+from helpers import check_mirrored_step, train_on_digits
 
 import keras_ad
 from keras_ad import config
@@ -44,7 +44,8 @@ def test_paper_defaults_and_config_checks():
 
 
 def test_score_is_the_weighted_sum_of_the_two_l1_sums():
-    """docs/methods/anogan.md#2c: L = 0.9·Σ|x - G(z)| + 0.1·Σ|f(x) - f(G(z))|, sums per image (not means, docs/methods/anogan.md#2g-4)."""
+    """docs/methods/anogan.md#2c: L = 0.9·Σ|x - G(z)| + 0.1·Σ|f(x) - f(G(z))|, sums per image (not means,
+    docs/methods/anogan.md#2g-4)."""
     model = build(_cfg())
     images = tf.random.stateless_uniform((2, 32, 32, 3), seed=(3, 4))
     loss, generated, z = model.search(images, steps=0)
@@ -94,7 +95,8 @@ def test_search_lowers_the_loss_monotonically_on_average(trained):
 
 def test_scores_do_not_depend_on_order_or_batch(trained):
     """Same starting latents for every image, per-image sums, inference-mode BN: a permuted batch gives
-    permuted scores, and an image scored alone gets the score it gets in the batch (docs/methods/anogan.md#2g-1, docs/methods/anogan.md#2g-5)."""
+    permuted scores, and an image scored alone gets the score it gets in the batch (docs/methods/anogan.md#2g-1,
+    docs/methods/anogan.md#2g-5)."""
     detector, images = trained
     score = tf.function(lambda x: detector.score_and_map(x)[0])
     together = score(images).numpy()
@@ -182,7 +184,8 @@ def test_calibration_and_report_cover_the_edge_variant(train_tiny, trained_run, 
     assert report["variants"]["edge"]["calibrated_decision"]["pixel_threshold"] == \
         calibration["variants"]["edge"]["pixel_threshold"]
     image = str(next((run / "samples").glob("*.png")))  # any image file will do
-    for folder, variant, words in ((run, "nope", "anogan offers default, edge"), (trained_run, "edge", "cae offers default")):
+    cases = ((run, "nope", "anogan offers default, edge"), (trained_run, "edge", "cae offers default"))
+    for folder, variant, words in cases:
         result = CliRunner().invoke(main, ["score", "--run", str(folder), image, "--variant", variant,
                                            "--out", str(tmp_path / variant)])
         assert result.exit_code == 2 and words in result.output, result.output

@@ -26,7 +26,8 @@ def test_training_flops_include_the_backward_pass():
                            "detector": {"name": "cae", "loss": "l2"}, "train": {"batch_size": 4}})
     model = build(cfg)
     steps_per_s, step_flops = benchmark.measure_training(model, cfg, quick=True)
-    forward = benchmark.graph_flops(tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec([4, 32, 32, 1])))
+    spec = tf.TensorSpec([4, 32, 32, 1])
+    forward = benchmark.graph_flops(tf.function(lambda x: model(x)).get_concrete_function(spec))
     assert steps_per_s > 0 and 2.5 * forward < step_flops < 3.5 * forward
 
 

@@ -1,4 +1,5 @@
-"""The `cae` detector: architecture shapes (docs/methods/cae.md#3b), residual maps (docs/methods/cae.md#3i-1), ImageNet weights offline."""
+"""The `cae` detector: architecture shapes (docs/methods/cae.md#3b), residual maps (docs/methods/cae.md#3i-1), ImageNet
+weights offline."""
 
 import keras
 import numpy as np
@@ -13,7 +14,8 @@ from keras_ad.losses.reconstruction import residual_map
 @pytest.mark.parametrize("shape, down_convs", [((32, 32), 2), ((64, 64), 3), ((128, 128), 4), ((256, 256), 5),
                                                ((128, 64), 3), ((32, 128), 2)])
 def test_mvtec_autoencoder_shapes(shape, down_convs):
-    """docs/methods/cae.md#3b's table for squares; a non-square input halves to 8 on its short side and keeps one latent code."""
+    """docs/methods/cae.md#3b's table for squares; a non-square input halves to 8 on its short side and keeps one
+    latent code."""
     encoder, decoder = cae.mvtec_autoencoder(shape, 1, latent_dim=100)
     assert encoder.output.shape[1:] == (1, 1, 100)
     assert decoder.output.shape[1:] == (*shape, 1)
@@ -50,7 +52,8 @@ def test_detector_map_shape_and_training_step():
 
 def test_imagenet_weights_offline_says_how_to_supply_them(monkeypatch):
     def offline(*args, **kwargs):
-        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -2] Name or service not known")
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -2] Name or service "
+                        "not known")
     monkeypatch.setattr(keras.applications, "InceptionResNetV2", offline)
     with pytest.raises(UsageError) as err:
         cae.resnet_autoencoder("imagenet")

@@ -9,13 +9,12 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import tiny_config_dict, write_config
 from PIL import Image
 
 import keras_ad
 from keras_ad.cli import main
 from keras_ad.data import synthetic
-
-from conftest import tiny_config_dict, write_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

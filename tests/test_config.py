@@ -14,7 +14,8 @@ def _write(tmp_path, text):
 
 def test_defaults_are_the_papers(tmp_path):
     cfg = config.load(_write(tmp_path, "data: {root: /x}\n"))
-    assert cfg.detector.latent_dim == 100 and cfg.detector.loss == "ssim"  # docs/methods/cae.md#3b, docs/methods/cae.md#3c
+    # docs/methods/cae.md#3b, docs/methods/cae.md#3c
+    assert cfg.detector.latent_dim == 100 and cfg.detector.loss == "ssim"
     assert cfg.train.learning_rate == 2e-4 and cfg.train.lr_decay == 1e-5  # docs/methods/cae.md#3d
     assert cfg.data.val_fraction == 0.1 and cfg.data.image_size == 256  # docs/methods/cae.md#3a
     assert cfg.train.rotation_deg == 10 and cfg.train.shift == 0.05  # docs/methods/cae.md#3a
@@ -109,6 +110,7 @@ def _every_field():
                          ids=lambda v: v if isinstance(v, str) else "")
 def test_every_field_refuses_a_wrong_type_and_an_out_of_range_value(detector, section, key, field, tmp_path):
     import yaml
+
     from keras_ad.specs import SPECS
 
     for what, value in _bad_values(field):

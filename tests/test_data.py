@@ -116,7 +116,8 @@ def test_file_pattern_filters_every_folder(tiny_data, tmp_path):
 
 
 def test_center_crop_takes_the_middle_before_resizing():
-    """data.center_crop is AnoGAN's --crop (docs/methods/anogan.md#2a): the central window, then the resize, in the graph."""
+    """data.center_crop is AnoGAN's --crop (docs/methods/anogan.md#2a): the central window, then the resize, in the
+    graph."""
     image = np.zeros((1, 60, 80, 3), np.uint8)
     image[:, 10:50, 20:60] = 255  # a 40x40 white centre
     cropped = preprocess(image, 32, 3, center_crop=40).numpy()
@@ -192,8 +193,8 @@ def _class_folders(root, counts, prefix=lambda i: ""):
 
 
 def test_one_normal_class_protocols_of_piad(tmp_path):
-    """docs/methods/piad.md#1a: one class normal, the others anomalies; the official split by file-name prefix, or a seeded
-    80/20 per class with as many anomalies as test normals."""
+    """docs/methods/piad.md#1a: one class normal, the others anomalies; the official split by file-name prefix, or a
+    seeded 80/20 per class with as many anomalies as test normals."""
     official = tmp_path / "official"
     _class_folders(official, {"0": 10, "1": 10, "2": 10}, prefix=lambda i: "train_" if i < 6 else "test_")
     files = layouts.discover(_cfg(official, layout="one_class", normal_class="0", official_split=True,
@@ -214,7 +215,8 @@ def test_one_normal_class_protocols_of_piad(tmp_path):
 
 
 def test_small_sets_repeat_to_min_epoch_images_each_pass_shuffled(tiny_data):
-    """PIAD's docs/methods/piad.md#1a: a set shorter than 10 000 is virtually repeated; every pass holds every image once."""
+    """PIAD's docs/methods/piad.md#1a: a set shorter than 10 000 is virtually repeated; every pass holds every image
+    once."""
     cfg = config.validate({"data": {"root": str(tiny_data)}, "train": {"min_epoch_images": 50, "augment": False}})
     images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
     seen = np.concatenate([b.numpy().ravel() for b in pipeline.training_dataset(images, cfg.train, batch_size=5)])

@@ -2,14 +2,14 @@
 interface train each tiny detector and must end with identical weights."""
 
 import json
-import socket
 import os
+import socket
 import subprocess
 import sys
 
 import h5py
 import numpy as np
-from conftest import TINY_DETECTORS, VIDEO_DETECTORS, tiny_config_dict
+from helpers import TINY_DETECTORS, VIDEO_DETECTORS, tiny_config_dict
 
 WORKER = os.path.join(os.path.dirname(__file__), "multiworker_worker.py")
 

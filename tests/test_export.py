@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from conftest import TINY_DETECTORS, TINY_PROTOCOLS
+from helpers import TINY_DETECTORS, TINY_PROTOCOLS
 
 import keras_ad
 from keras_ad.cli import main
@@ -77,7 +77,8 @@ def test_metadata_describes_the_artefacts(exported):
     decision = {k: metadata["decision"][k] for k in ("pixel_threshold", "min_area")}
     assert decision == {"pixel_threshold": calibration["pixel_threshold"], "min_area": MIN_AREA}
     assert metadata["decision"].get("online_psnr_range") == calibration.get("online_psnr_range")  # video models
-    assert metadata["input"]["dtype"] == "uint8" and metadata["input"]["channels"] == keras_ad.load(run).cfg.data.channels
+    assert metadata["input"]["dtype"] == "uint8"
+    assert metadata["input"]["channels"] == keras_ad.load(run).cfg.data.channels
     assert metadata["keras_ad_version"] == keras_ad.__version__
     for name in ("model_fp32.tflite", "model.onnx"):
         assert metadata["artefacts"][name]["sha256"] == device.sha256(str(out / name))
@@ -178,7 +179,8 @@ def test_saved_model_loads_without_keras_ad(exported, tmp_path):
         import tensorflow as tf
         case = np.load({str(tmp_path / 'case.npz')!r})
         model = tf.saved_model.load({str(out / 'saved_model')!r})
-        out = model.signatures["score_with_threshold"](images=tf.constant(case["images"]), threshold=tf.constant([0.05]))
+        out = model.signatures["score_with_threshold"](images=tf.constant(case["images"]),
+                                                       threshold=tf.constant([0.05]))
         for name in ("score", "anomaly_map"):
             assert np.abs(out[name].numpy() - case[name]).max() <= 1e-4, name
         assert (out["defect_area"].numpy() == case["defect_area"]).all()
@@ -296,3 +298,11 @@ def test_parity_failure_exits_1_and_names_the_output(trained_run, tmp_path, monk
     result = invoke("export", "--run", trained_run, "--format", "onnx", "--out", tmp_path / "x")
     assert result.exit_code == 1
     assert "model.onnx (score, anomaly_map)" in result.output
+
+
+def test_the_committed_device_scorer_is_the_packages():
+    """exports/keras_ad_device.py is what `keras-ad export` copies into every export: the same bytes."""
+    with open(os.path.join(os.path.dirname(__file__), os.pardir, "exports", "keras_ad_device.py"), "rb") as f:
+        committed = f.read()
+    with open(device.__file__, "rb") as f:
+        assert f.read() == committed, "copy keras_ad/export/device.py to exports/keras_ad_device.py"

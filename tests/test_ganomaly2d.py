@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import check_mirrored_step, train_on_digits
+from helpers import check_mirrored_step, train_on_digits
 
 from keras_ad import config
 from keras_ad.detectors import build
@@ -16,7 +16,8 @@ def _cfg(latent, size=32, channels=3, filters=8, **detector):
 
 
 def test_paper_shapes_at_240x320():
-    """docs/methods/ganomaly.md#42 at --r 2: z is 15x20x512, the PatchGAN (k4 s1 p1 twice) gives 28x38, x̂ is 240x320x3."""
+    """docs/methods/ganomaly.md#42 at --r 2: z is 15x20x512, the PatchGAN (k4 s1 p1 twice) gives 28x38, x̂ is
+    240x320x3."""
     encoder = g.cycle_encoder(240, 320, 3, 32, "encoder")
     assert encoder.output_shape == (None, 15, 20, 512)
     assert g.patch_discriminator(240, 320, 3, 32).output_shape == (None, 28, 38, 1)
@@ -57,13 +58,15 @@ def test_loss_terms_match_hand_computations():
     adv, con, enc = (t.numpy() for t in g.generator_terms_2d(*map(tf.constant, (x, x_hat, z, z_hat, logits))))
     p = 1 / (1 + np.exp(-logits))
     np.testing.assert_allclose(adv, _bce(p, 1).reshape(2, -1).mean(1), rtol=1e-5)
-    np.testing.assert_allclose(con, ((x_hat - x) ** 2).reshape(2, -1).sum(1), rtol=1e-5)  # sums, docs/methods/ganomaly.md#42
+    # sums, docs/methods/ganomaly.md#42
+    np.testing.assert_allclose(con, ((x_hat - x) ** 2).reshape(2, -1).sum(1), rtol=1e-5)
     np.testing.assert_allclose(enc, np.abs(z_hat - z).reshape(2, -1).sum(1), rtol=1e-5)
 
     f_real, f_fake = rng.normal(size=(2, 4, 4, 6)), rng.normal(size=(2, 4, 4, 6))
     adv, con, enc = (t.numpy() for t in g.generator_terms_1d(*map(tf.constant, (x, x_hat, z, z_hat, f_real, f_fake))))
     np.testing.assert_allclose(adv, ((f_real - f_fake) ** 2).reshape(2, -1).mean(1), rtol=1e-5)
-    np.testing.assert_allclose(con, np.abs(x - x_hat).reshape(2, -1).mean(1), rtol=1e-5)  # means, docs/methods/ganomaly.md#41
+    # means, docs/methods/ganomaly.md#41
+    np.testing.assert_allclose(con, np.abs(x - x_hat).reshape(2, -1).mean(1), rtol=1e-5)
     np.testing.assert_allclose(enc, ((z - z_hat) ** 2).reshape(2, -1).mean(1), rtol=1e-5)
 
     real, fake = rng.normal(size=(2, 3, 3, 1)), rng.normal(size=(2, 3, 3, 1))

@@ -1,5 +1,6 @@
-"""LNTRA (docs/methods/lntra.md): pseudo anomalies against docs/methods/lntra.md#5c, PSNR and per-video normalisation by hand, clip indexing
-(docs/methods/lntra.md#5e), the autoencoder's shapes and one MirroredStrategy step equal to one single-device step."""
+"""LNTRA (docs/methods/lntra.md): pseudo anomalies against docs/methods/lntra.md#5c, PSNR and per-video normalisation
+by hand, clip indexing (docs/methods/lntra.md#5e), the autoencoder's shapes and one MirroredStrategy step equal to
+one single-device step."""
 
 import numpy as np
 import pytest
@@ -133,7 +134,8 @@ def test_clips_score_their_centre_frame_and_the_edges_leave_the_auc():
 
 def test_autoencoder_shapes_of_section_5b():
     net = lntra.autoencoder(16, (256, 256), widths=(4, 4, 8, 8))
-    shapes = [layer.output.shape[1:] for layer in net.layers if "conv3d" in layer.name and "transpose" not in layer.name]
+    convs = [layer for layer in net.layers if "conv3d" in layer.name and "transpose" not in layer.name]
+    shapes = [layer.output.shape[1:] for layer in convs]
     assert shapes == [(16, 128, 128, 4), (8, 64, 64, 4), (4, 32, 32, 8), (2, 16, 16, 8)]
     assert net.output_shape == (None, 16, 256, 256, 1) and net.layers[-1].activation.__name__ == "tanh"
     assert lntra.autoencoder(8, (32, 48), widths=(4, 4, 8, 8)).output_shape == (None, 8, 32, 48, 1)  # non-square
@@ -164,7 +166,7 @@ def test_strided_layers_sample_the_positions_of_pytorchs_padding_1():
 
 def test_mirrored_step_equals_one_device_step(two_replicas):
     import keras
-    from conftest import assert_same_update
+    from helpers import assert_same_update
 
     def one_step(strategy, initial, inputs, targets):
         with strategy.scope():

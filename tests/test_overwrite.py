@@ -6,7 +6,7 @@ import os
 
 import pytest
 from click.testing import CliRunner
-from conftest import tiny_config_dict, write_config
+from helpers import tiny_config_dict, write_config
 
 from keras_ad import config as config_lib
 from keras_ad import ownership
@@ -52,7 +52,8 @@ def assert_refused(result, folder, before, *words):
 def test_train_overwrite_refuses_someones_folder(someones_folder, tiny_data, tmp_path):
     before = snapshot(someones_folder)
     config = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_data, someones_folder))
-    assert_refused(invoke("train", "--config", config, "--overwrite"), someones_folder, before, "not created by keras_ad")
+    assert_refused(invoke("train", "--config", config, "--overwrite"), someones_folder, before, "not created by "
+                                                                                                "keras_ad")
 
 
 @pytest.mark.parametrize("kind", [ownership.EXPORT, ownership.SCORES])

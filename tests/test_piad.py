@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import check_mirrored_step, train_on_digits
+from helpers import check_mirrored_step, train_on_digits
 
 from keras_ad import config
-from keras_ad.detectors import build
 from keras_ad.backbones import vgg19
+from keras_ad.detectors import build
 from keras_ad.detectors import piad as p
 from keras_ad.losses import adversarial, perceptual, weight_policy
 
@@ -86,7 +86,8 @@ def test_relative_loss_is_normalised_by_the_input_only_and_not_through_it():
 
 
 def _policy_by_hand(adv, rec, alpha=0.05):
-    """numpy version of docs/methods/piad.md#1c: EWMA per kernel (y0 = s0), ratios adv/rec, median over kernels and time."""
+    """numpy version of docs/methods/piad.md#1c: EWMA per kernel (y0 = s0), ratios adv/rec, median over kernels and
+    time."""
     def ewma(rows):
         out, y = [], rows[0]
         for row in rows:
@@ -130,7 +131,8 @@ def test_ablation_losses_compare_what_section_1c_says():
         model = build(_cfg(reconstruction_loss=loss))
         model.features = paper.features  # the same random VGG
         np.testing.assert_allclose(model.reconstruction_loss(x, recon), expected, rtol=1e-5)
-    normalise = lambda t: ((t.numpy() * 0.5 + 0.5) - np.array(perceptual.IMAGENET_MEAN)) / np.array(perceptual.IMAGENET_STD)  # noqa: E731
+    mean, std = np.array(perceptual.IMAGENET_MEAN), np.array(perceptual.IMAGENET_STD)
+    normalise = lambda t: ((t.numpy() * 0.5 + 0.5) - mean) / std  # noqa: E731
     l2 = build(_cfg(reconstruction_loss="perceptual_l2"))
     raw = [l2.features.vgg(normalise(t).astype(np.float32)).numpy() for t in (x, recon)]  # not standardised
     np.testing.assert_allclose(l2.reconstruction_loss(x, recon), ((raw[0] - raw[1]) ** 2).mean(axis=(1, 2, 3)),
@@ -157,8 +159,8 @@ def test_digits_one_class_beats_chance(tmp_path):
     """End to end on scikit-learn's digits: 6 normal, the nine others anomalies, 50/50 split (~90 normal,
     ~810 anomalous test images). Under chance an AUROC has σ = sqrt((n₀ + n₁ + 1) / (12 n₀ n₁)) ≈ 0.032,
     so 0.75 is 0.5 + 7.8σ. The run is the paper's pixel-L2 ablation with its fixed weights (w_E 10,
-    w_G 100, docs/methods/piad.md#1c): offline, the perceptual loss only has random VGG19 features, whose reconstructions
-    are one texture for every image (measured, digit 6, 200 iterations: seeds 0/1 → 0.80/0.43), while
+    w_G 100, docs/methods/piad.md#1c): offline, the perceptual loss only has random VGG19 features, whose
+    reconstructions are one texture for every image (measured, digit 6, 200 iterations: seeds 0/1 → 0.80/0.43), while
     this setting gave 0.99/0.96 (300 iterations, seeds 0/1); the perceptual path has its own tests."""
     detector = {"name": "piad", "reconstruction_loss": "pixel_l2", "weight_policy": False,
                 "reconstruction_weights": [10, 100], "latent_dim": 16, "generator_dims": [16] * 4,

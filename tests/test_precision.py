@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import FEATURE_PASS_DETECTORS, TINY_DETECTORS, VIDEO_DETECTORS, check_mirrored_step
+from helpers import FEATURE_PASS_DETECTORS, TINY_DETECTORS, VIDEO_DETECTORS, check_mirrored_step
 
 from keras_ad import config
 from keras_ad.detectors import anogan, build, piad
@@ -43,7 +43,8 @@ def fixed_sampling(monkeypatch):
     def uniform(shape, low=0.0):
         return tf.random.stateless_uniform(shape, seed=[1, 2], minval=low, maxval=1.0)
 
-    monkeypatch.setattr(anogan.AnoGAN, "sample_latents", lambda self, x: uniform([tf.shape(x)[0], self.latent_dim], -1.0))
+    monkeypatch.setattr(anogan.AnoGAN, "sample_latents",
+                        lambda self, x: uniform([tf.shape(x)[0], self.latent_dim], -1.0))
     monkeypatch.setattr(piad.PIAD, "sample_prior",
                         lambda self, n: tf.random.stateless_normal([n, *self.latent_shape], seed=[3, 4]))
     monkeypatch.setattr(piad.PIAD, "sample_alpha", lambda self, n: uniform([n]))

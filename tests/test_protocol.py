@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from conftest import ROI_MASK_SHAPE, tiny_config_dict, write_config, write_roi_mask
+from helpers import ROI_MASK_SHAPE, tiny_config_dict, write_config, write_roi_mask
 from PIL import Image
 
 import keras_ad
@@ -65,7 +65,8 @@ def test_stitched_map_is_each_pixels_mean_over_its_windows():
     for index, (top, left) in enumerate(places):
         expected[:, top:top + patch[0], left:left + patch[1]] += window_maps[index * 2:(index + 1) * 2]
     expected /= patches.coverage(image_shape, patch, stride)
-    np.testing.assert_allclose(patches.stitch(tf.constant(window_maps), image_shape, patch, stride), expected, atol=1e-6)
+    stitched = patches.stitch(tf.constant(window_maps), image_shape, patch, stride)
+    np.testing.assert_allclose(stitched, expected, atol=1e-6)
     images = rng.random((2, *image_shape, 3)).astype(np.float32)
     tiles = patches.tile(tf.constant(images), image_shape, patch, stride).numpy()
     top, left = places[-1]
@@ -177,7 +178,7 @@ def test_calibration_arrays_are_written_beside_the_json_and_read_back(tmp_path, 
 
 # ---------------------------------------------------------------- end to end
 def test_protocol_run_trains_calibrates_and_scores_through_the_graph(train_tiny):
-    """The tiny protocol run (conftest.TINY_PROTOCOLS): non-square, patches, ROI, border, normalisation."""
+    """The tiny protocol run (helpers.TINY_PROTOCOLS): non-square, patches, ROI, border, normalisation."""
     run = train_tiny("cae_protocol")
     scorer = keras_ad.load(run)
     assert scorer.n_windows == 3 and scorer.normalization[0].shape == (32, 64)

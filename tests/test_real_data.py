@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 import pytest
+from helpers import script_module as _script
 from PIL import Image
-from test_scripts import _script
 
 from keras_ad import config
 from keras_ad.data import layouts

@@ -1,24 +1,17 @@
-"""The scripts: the MVTec AD downloader (local archive; offline says how to supply the file) and the export benchmark."""
+"""The scripts: the MVTec AD downloader (local archive; offline says how to supply the file) and the export
+benchmark."""
 
-import importlib.util
 import os
 import subprocess
 import sys
 import tarfile
 
 import pytest
+from helpers import script_module as _script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "scripts")
 SCRIPT = os.path.join(SCRIPTS, "download_mvtec.py")
-
-
-def _script(name):
-    """scripts/<name>.py imported as a module, so a test calls its main() and helpers in-process."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(SCRIPTS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_unpacks_a_local_archive(tiny_data, tmp_path):
@@ -75,7 +68,8 @@ def test_mnist_and_cifar10_archives_become_one_class_folders(tmp_path):
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
-    assert script.main(["--dataset", "cifar10", "--file", str(tmp_path / "cifar.tar.gz"), "--out", str(tmp_path / "c")]) == 0
+    args = ["--dataset", "cifar10", "--file", str(tmp_path / "cifar.tar.gz"), "--out", str(tmp_path / "c")]
+    assert script.main(args) == 0
     assert os.listdir(tmp_path / "c" / "bird") == ["train_00000.png"]
     assert os.listdir(tmp_path / "c" / "truck") == ["test_00000.png"]
 
@@ -170,7 +164,8 @@ def test_run_all_tables_runs_and_resumes(tmp_path, monkeypatch, capsys):
     args = ["--datasets", "mnist", "--classes", "3", "--runs", "2", "--out", str(tmp_path / "all")]
     args += [a for s in tiny for a in ("--set", s)]
     assert run_all.main(args) == 0
-    # 61 images of digit 3 train (3 of them validate) and repeat to 96 per epoch: 2 steps of 16 x 3; 3 iterations -> 2 epochs
+    # 61 images of digit 3 train (3 of them validate) and repeat to 96 per epoch: 2 steps of 16 x 3; 3 iterations -> 2
+    # epochs
     assert "on 58 images, repeated to 96 per epoch (3 validation), 2 epochs" in capsys.readouterr().out
     report = json.loads((tmp_path / "all" / "mnist" / "3" / "run0" / "report.json").read_text())
     test_labels = digits.target[1::12]
@@ -196,8 +191,10 @@ def test_run_all_tables_runs_and_resumes(tmp_path, monkeypatch, capsys):
 
 def test_run_all_celeba_row_per_attribute():
     run_all = _script("run_all")
-    reports = [{"per_defect": {"Bald": {"image_auroc": a}, "Bangs": {"image_auroc": b}}} for a, b in ((0.8, 0.6), (0.6, 0.7))]
-    table = run_all.summarise({"celeba": {"normal": {str(k): run_all.aurocs("celeba", r) for k, r in enumerate(reports)}}})
+    reports = [{"per_defect": {"Bald": {"image_auroc": a}, "Bangs": {"image_auroc": b}}}
+               for a, b in ((0.8, 0.6), (0.6, 0.7))]
+    runs = {str(k): run_all.aurocs("celeba", r) for k, r in enumerate(reports)}
+    table = run_all.summarise({"celeba": {"normal": runs}})
     assert table["celeba"]["Bald"]["mean"] == 0.7 and abs(table["celeba"]["Bangs"]["std"] - 0.05) < 1e-12
     assert abs(table["celeba"]["mean"]["mean"] - 0.675) < 1e-12
 

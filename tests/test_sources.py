@@ -1,4 +1,5 @@
-"""data.source: labelled sets (arrays, COIL-100, CelebA, LSUN) written once as one_class folders (docs/methods/piad.md#1a)."""
+"""data.source: labelled sets (arrays, COIL-100, CelebA, LSUN) written once as one_class folders
+(docs/methods/piad.md#1a)."""
 
 import os
 

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
+from helpers import tiny_config_dict, write_config
 
 from keras_ad import config
 from keras_ad.cli import main
 from keras_ad.detectors import build
-
-from conftest import tiny_config_dict, write_config
 
 
 def _one_step(strategy, cfg, initial_weights, images):
@@ -81,7 +80,7 @@ def test_resume_refuses_a_changed_config(tiny_data, tmp_path, trained_run):
 def test_a_seeded_deterministic_run_repeats_to_1e6(tmp_path):
     """train.seed + train.deterministic: two runs in two processes (run side by side) give the same
     weights and the same metrics to 1e-6. PIAD draws z and α every step, so randomness is exercised."""
-    from conftest import digits_config
+    from helpers import digits_config
 
     detector = {"name": "piad", "reconstruction_loss": "pixel_l2", "latent_dim": 8, "generator_dims": [8] * 4,
                 "encoder_dims": [8] * 4, "image_critic_dims": [8] * 4, "latent_critic_dims": [16, 16]}

@@ -1,5 +1,5 @@
-"""The video layout (docs/methods/lntra.md#5a): frame folders, the label formats of Ped2/Avenue (MNAD), ShanghaiTech and ours;
-the synthetic demo videos; a tiny LNTRA run through the CLI with its frame-level report."""
+"""The video layout (docs/methods/lntra.md#5a): frame folders, the label formats of Ped2/Avenue (MNAD), ShanghaiTech
+and ours; the synthetic demo videos; a tiny LNTRA run through the CLI with its frame-level report."""
 
 import json
 
@@ -72,7 +72,7 @@ def test_synthetic_videos_are_deterministic_and_labelled(tmp_path):
 
 def test_tiny_lntra_run_reports_frame_level_auroc(tmp_path, monkeypatch):
     from click.testing import CliRunner
-    from conftest import write_config
+    from helpers import write_config
 
     from keras_ad.cli import main
 
@@ -118,7 +118,8 @@ def test_score_a_frame_folder_writes_rows_per_centre_frame(tmp_path, monkeypatch
     run = train_tiny("lntra")
     folder = f"{tiny_video}/testing/frames/01"
     labels = f"{tiny_video}/testing/labels/01.npy"
-    result = CliRunner().invoke(main, ["score", "--run", str(run), folder, "--labels", labels, "--out", str(tmp_path / "s")])
+    args = ["score", "--run", str(run), folder, "--labels", labels, "--out", str(tmp_path / "s")]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(open(tmp_path / "s" / "scores.csv")))
     assert [int(r["frame"]) for r in rows] == list(range(4, 24 - 3))  # clip 8: centres 4 .. n - 4

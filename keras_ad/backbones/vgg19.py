@@ -59,7 +59,8 @@ def feature_statistics(weights: str, stats_file: str | None = None):
         from keras_ad.errors import UsageError
 
         raise UsageError("detector.perceptual_stats: Keras' ImageNet VGG19 differs from torchvision's, whose "
-                         "released statistics do not apply (docs/methods/piad.md#1g-2); compute its own with scripts/perceptual_stats.py "
+                         "released statistics do not apply (docs/methods/piad.md#1g-2); compute its own with "
+                         "scripts/perceptual_stats.py "
                          "--weights keras-imagenet --images <folder> --out stats.json and set "
                          "detector.perceptual_stats to that file")
     return read_statistics(path)

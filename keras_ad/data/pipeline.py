@@ -72,7 +72,8 @@ def load_test_set(files, data_cfg):
 
 
 def augment(image, seed, rotation_deg, shift, brightness):
-    """docs/methods/cae.md#3a: rotation +-rotation_deg, shift +-shift of the size, nearest fill, brightness factor U(1-b, 1+b)."""
+    """docs/methods/cae.md#3a: rotation +-rotation_deg, shift +-shift of the size, nearest fill, brightness factor
+    U(1-b, 1+b)."""
     seeds = tf.random.experimental.stateless_split(seed, 4)
     height, width = tf.unstack(tf.cast(tf.shape(image)[:2], tf.float32))
     angle = tf.random.stateless_uniform([], seeds[0], -1.0, 1.0) * rotation_deg * math.pi / 180.0

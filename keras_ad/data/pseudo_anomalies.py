@@ -27,8 +27,8 @@ def patch_size(rng, height, width, max_size):
 
 
 def box(center, size, limit, half_open_from_start=True):
-    """[start, stop) of a box side: CutMix clips the start, then adds the full size (docs/methods/lntra.md#5c); the smooth
-    square spans [c - size//2, c + size//2), clipped."""
+    """[start, stop) of a box side: CutMix clips the start, then adds the full size (docs/methods/lntra.md#5c); the
+    smooth square spans [c - size//2, c + size//2), clipped."""
     if half_open_from_start:
         start = max(0, center - size // 2)
         return start, min(limit, start + size)
@@ -123,7 +123,8 @@ def choose_kind(rng, probabilities: dict):
 
 def stretch(image, height, width):
     """A grey uint8 image -> [-1, 1], bilinearly stretched (align_corners) over the whole frame: the
-    patch then shows a window of a very smooth texture, not a miniature (docs/methods/lntra.md#5g-2, docs/methods/lntra.md#5g-10)."""
+    patch then shows a window of a very smooth texture, not a miniature (docs/methods/lntra.md#5g-2,
+    docs/methods/lntra.md#5g-10)."""
     image = image.astype(np.float32) / 127.5 - 1.0
     ys = np.linspace(0, image.shape[0] - 1, height)
     xs = np.linspace(0, image.shape[1] - 1, width)
@@ -141,10 +142,9 @@ class ClipSampler:
 
     videos: [n_frames, H, W] each, float32 in [0, 1] (the detectors' input range: the paper's [-1, 1]
     mapped linearly, which the paste commutes with) or uint8 0..255 (read as x / 255); intruders: grey
-    uint8 stills (CIFAR-100, a folder)
-    stretched to the frame, or None when no patch kind is enabled. A skip-frame clip is built from an
-    independently shuffled second order of the clips, as the source zips two loaders. `stride`: clips
-    start every `stride` frames (1: every clip, the paper's).
+    uint8 stills (CIFAR-100, a folder) stretched to the frame, or None when no patch kind is enabled. A skip-frame
+    clip is built from an independently shuffled second order of the clips, as the source zips two loaders. `stride`:
+    clips start every `stride` frames (1: every clip, the paper's).
     """
 
     def __init__(self, videos, length, probabilities, jumps=(2, 3, 4, 5), intruders=None, max_size=0.2,
@@ -175,7 +175,8 @@ class ClipSampler:
                 yield _unit(skipped), _unit(target)
             elif kind is not None:
                 frames, height, width = clip.shape
-                intruder = stretch(self.intruders[int(self.rng.integers(len(self.intruders)))], height, width) * 0.5 + 0.5
+                source = self.intruders[int(self.rng.integers(len(self.intruders)))]
+                intruder = stretch(source, height, width) * 0.5 + 0.5
                 masks = patch_masks(self.rng, kind, frames, height, width, self.max_size, self.max_move)
                 yield paste(clip, intruder, masks), clip
             else:

@@ -29,14 +29,16 @@ from keras_ad.data import cache_home
 from keras_ad.data.images import list_images
 from keras_ad.errors import DataError
 
-KERAS_DATASETS = {"mnist": "mnist.npz", "fashion_mnist": "the four fashion-mnist .gz files", "cifar10": "cifar-10-python.tar.gz"}
+KERAS_DATASETS = {"mnist": "mnist.npz", "fashion_mnist": "the four fashion-mnist .gz files",
+                  "cifar10": "cifar-10-python.tar.gz"}
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FASHION_MNIST_CLASSES = ("t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
                          "bag", "ankle_boot")
 CELEBA_ATTRIBUTES = ("Bald", "Mustache", "Bangs", "Eyeglasses", "Wearing_Hat")  # docs/methods/piad.md#1a
 CELEBA_EXTENDED = CELEBA_ATTRIBUTES + ("Bags_Under_Eyes", "Goatee", "Heavy_Makeup", "Sideburns")
 LSUN_FOLDERS = {"bedroom_train": ("normal", "train"), "bedroom_val": ("normal", "test"),
-                "conference_room_val": ("conference_room", "test")}  # validation splits test, as in ADGAN (docs/methods/piad.md#1a)
+                # validation splits test, as in ADGAN (docs/methods/piad.md#1a)
+                "conference_room_val": ("conference_room", "test")}
 NORMAL = "normal"
 
 
@@ -141,7 +143,8 @@ def read_cifar10(path):
                 if split is None:
                     continue
                 batch = pickle.load(archive.extractfile(member), encoding="bytes")
-                splits[split][0].append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+                pixels = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32)
+                splits[split][0].append(pixels.transpose(0, 2, 3, 1))
                 splits[split][1].append(np.asarray(batch[b"labels"]))
     except (tarfile.TarError, pickle.UnpicklingError, KeyError, OSError) as e:
         raise DataError(f"{path}: cannot read as cifar-10-python.tar.gz ({e})") from None
@@ -179,7 +182,8 @@ def _link(target, out, cls, name):
 
 
 def link_coil100(root, out):
-    """obj<N>__<angle>.png -> <N mod 100>/ (label 100 renamed 0, docs/methods/piad.md#1a); split by data.test_fraction."""
+    """obj<N>__<angle>.png -> <N mod 100>/ (label 100 renamed 0, docs/methods/piad.md#1a); split by
+    data.test_fraction."""
     count = 0
     for path in list_images(root):
         name = os.path.basename(path)
@@ -202,8 +206,8 @@ def _celeba_table(path, skip):
 
 
 def link_celeba(root, out, attributes):
-    """docs/methods/piad.md#1a: normal = none of the attributes (train split -> train_, test split -> test_); class A = test
-    images with attribute A and none of the others (one AUC per attribute from report.json's per_defect)."""
+    """docs/methods/piad.md#1a: normal = none of the attributes (train split -> train_, test split -> test_); class A =
+    test images with attribute A and none of the others (one AUC per attribute from report.json's per_defect)."""
     images = os.path.join(root, "img_align_celeba")
     partition = dict(_celeba_table(os.path.join(root, "list_eval_partition.txt"), 0))
     table = _celeba_table(os.path.join(root, "list_attr_celeba.txt"), 1)

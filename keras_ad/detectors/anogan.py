@@ -2,8 +2,8 @@
 
 A DCGAN learns normal images only. To score an image, gradient descent looks for the latent z whose
 G(z) explains it best under L(z) = (1 - λ)·Σ|x - G(z)| + λ·Σ|f(x) - f(G(z))| (f: the discriminator's
-last feature map, λ = 0.1, sums as in the paper and the seed code, docs/methods/anogan.md#2c); the final loss is the image
-score and |x - G(z*)| (channel mean) the anomaly map (docs/methods/anogan.md#2e).
+last feature map, λ = 0.1, sums as in the paper and the seed code, docs/methods/anogan.md#2c); the final loss is
+the image score and |x - G(z*)| (channel mean) the anomaly map (docs/methods/anogan.md#2e).
 
 The search runs for a whole batch at once: one `tf.while_loop` of Adam steps on a [N, latent] tensor,
 each image's loss summed on its own so every z sees only its image's gradient (docs/methods/anogan.md#2g-5). It is part
@@ -31,8 +31,7 @@ import tensorflow as tf
 from keras import layers
 
 from keras_ad.detectors.base import Detector, TrainingPhase, adam, descend, images_of
-from keras_ad.detectors.blocks import (BATCH_NORM, DCGAN_INIT, MaxLeakyReLU, bce_per_example, float32_output,
-                                       per_example)
+from keras_ad.detectors.blocks import BATCH_NORM, DCGAN_INIT, MaxLeakyReLU, bce_per_example, float32_output, per_example
 
 KERNEL = 5  # DCGAN-tensorflow's conv2d / deconv2d, stride 2, 'SAME' (docs/methods/anogan.md#2b)
 CONV_INIT = keras.initializers.TruncatedNormal(0.0, 0.02)  # conv kernels; deconv and dense: N(0, 0.02)
@@ -109,7 +108,8 @@ def adam_descent(loss_fn, z0, steps: int, learning_rate: float, beta_1: float = 
 
 
 def search_terms(x, x_features, generated, generated_features):
-    """Per image: (Σ|x - G(z)| over pixels and channels, Σ|f(x) - f(G(z))| over the feature map), docs/methods/anogan.md#2c."""
+    """Per image: (Σ|x - G(z)| over pixels and channels, Σ|f(x) - f(G(z))| over the feature map),
+    docs/methods/anogan.md#2c."""
     return (per_example(tf.reduce_sum, tf.abs(x - generated)),
             per_example(tf.reduce_sum, tf.abs(x_features - generated_features)))
 
@@ -135,7 +135,8 @@ class AnoGAN(Detector):
         self.discrimination_weight = discrimination_weight
         self.search_steps, self.search_lr, self.search_init = search_steps, search_lr, search_init
         self.encoder_epochs, self.encoder_feature_weight = encoder_epochs, encoder_feature_weight
-        # U(-1, 1) as the seed draws z, but the same draws for every image (docs/methods/anogan.md#2g-1): order independent.
+        # U(-1, 1) as the seed draws z, but the same draws for every image (docs/methods/anogan.md#2g-1): order
+        # independent.
         rng = np.random.default_rng(search_seed)
         self.initial_latents = rng.uniform(-1.0, 1.0, (search_restarts, latent_dim)).astype(np.float32)
         self.display_latents = rng.uniform(-1.0, 1.0, (64, latent_dim)).astype(np.float32)
@@ -177,7 +178,8 @@ class AnoGAN(Detector):
         return self._results()
 
     def _dcgan_step(self, x):
-        """One D update, then `generator_updates` G updates with the same z (docs/methods/anogan.md#2d: 2, to keep D from winning)."""
+        """One D update, then `generator_updates` G updates with the same z (docs/methods/anogan.md#2d: 2, to keep D
+        from winning)."""
         z = self.sample_latents(x)
         with tf.GradientTape() as tape:
             fake = self.generator(z, training=True)
@@ -253,7 +255,9 @@ class AnoGAN(Detector):
         if restarts > 1:
             best = tf.stack([tf.argmin(tf.reshape(loss, [restarts, n]), axis=0, output_type=tf.int32),
                              tf.range(n)], axis=1)
-            pick = lambda t: tf.gather_nd(tf.reshape(t, tf.concat([[restarts, n], tf.shape(t)[1:]], 0)), best)  # noqa: E731
+            def pick(t):
+                return tf.gather_nd(tf.reshape(t, tf.concat([[restarts, n], tf.shape(t)[1:]], 0)), best)
+
             loss, generated, z = pick(loss), pick(generated), pick(z)
         return loss, generated, z
 

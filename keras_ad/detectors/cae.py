@@ -97,7 +97,8 @@ def mvtec_autoencoder(shape, channels: int, latent_dim: int = 100):
 
 
 def _residual_up_stage(x, filters, kernel, padding):
-    """T1 (transposed conv, stride 2) then BN-ReLU-convT3x3-BN-ReLU, added to T1's raw output (docs/methods/cae.md#3b)."""
+    """T1 (transposed conv, stride 2) then BN-ReLU-convT3x3-BN-ReLU, added to T1's raw output
+    (docs/methods/cae.md#3b)."""
     t1 = layers.Conv2DTranspose(filters, kernel, strides=2, padding=padding)(x)
     y = layers.ReLU()(layers.BatchNormalization()(t1))
     y = layers.Conv2DTranspose(filters, 3, strides=1, padding="same")(y)
@@ -106,7 +107,8 @@ def _residual_up_stage(x, filters, kernel, padding):
 
 
 def resnet_autoencoder(encoder_weights: str = "imagenet"):
-    """Inception-ResNet-v2 encoder (299x299x3 -> 8x8x1536 -> 8x8x512) and the residual decoder of docs/methods/cae.md#3b."""
+    """Inception-ResNet-v2 encoder (299x299x3 -> 8x8x1536 -> 8x8x512) and the residual decoder of
+    docs/methods/cae.md#3b."""
     image = keras.Input((299, 299, 3), name="image")
     scaled = layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(image)  # = inception preprocess_input
     base = _inception_resnet_v2(encoder_weights)
@@ -141,7 +143,8 @@ def _inception_resnet_v2(weights: str):
 
 
 class CAE(Detector):
-    """Autoencoder trained to reconstruct good images; the anomaly map is the residual (docs/methods/cae.md#3c, docs/methods/cae.md#3i-1).
+    """Autoencoder trained to reconstruct good images; the anomaly map is the residual (docs/methods/cae.md#3c,
+    docs/methods/cae.md#3i-1).
 
     Args:
         encoder, decoder: functional models, image -> code -> image in [0, 1].

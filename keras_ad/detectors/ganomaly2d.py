@@ -4,10 +4,12 @@ Both are encoder -> decoder -> encoder generators trained against a discriminato
 distance between the latent of the image, z, and the latent of its reconstruction, ẑ.
 - `latent: 2d` (GANomaly2D, `SunnerLi/GANomaly2D`): CycleGAN-style stems, 4 stride-2 stages, so z is
   a (S/16)x(S/16) map; PatchGAN discriminator with BCE; L_G = 1·BCE + 10·Σ(x̂-x)² + 10·Σ|ẑ-z| with sums
-  over the batch (docs/methods/ganomaly.md#42, docs/methods/ganomaly.md#43-1); D step first, then the G step against the updated D.
+  over the batch (docs/methods/ganomaly.md#42, docs/methods/ganomaly.md#43-1); D step first, then the G step against
+  the updated D.
 - `latent: 1d` (GANomaly, `samet-akcay/ganomaly`): DCGAN encoder/decoder, 100-d z; feature matching on
   the discriminator's last features; L_G = 1·adv + 50·mean|x-x̂| + 1·mean(z-ẑ)²; G step first, then D
-  (on the fake computed before the G step), D re-initialised when its loss falls below 1e-5 (docs/methods/ganomaly.md#41).
+  (on the fake computed before the G step), D re-initialised when its loss falls below 1e-5
+  (docs/methods/ganomaly.md#41).
 
 Deviations from the code, each on purpose (docs/methods/ganomaly.md#43):
 - the map is the raw channel mean of |z - ẑ|, not min-max normalised per batch: a thresholded map must
@@ -25,8 +27,7 @@ import tensorflow as tf
 from keras import layers
 
 from keras_ad.detectors.base import Detector, adam, descend, images_of
-from keras_ad.detectors.blocks import (BATCH_NORM, DCGAN_INIT, LEAKY_SLOPE, bce_per_example, float32_output,
-                                       per_example)
+from keras_ad.detectors.blocks import BATCH_NORM, DCGAN_INIT, LEAKY_SLOPE, bce_per_example, float32_output, per_example
 
 PYTORCH_ADAM_EPSILON = 1e-8
 D_REINIT_BELOW = 1e-5  # GANomaly re-initialises D when its loss falls below this, docs/methods/ganomaly.md#41
@@ -34,7 +35,8 @@ LATENT_STRIDE = 16  # GANomaly2D: four stride-2 stages, docs/methods/ganomaly.md
 
 
 class ReflectionPadding2D(layers.Layer):
-    """Reflect-pad height and width by `pad` (PyTorch ReflectionPad2d; Keras has no such layer, docs/methods/ganomaly.md#43-4)."""
+    """Reflect-pad height and width by `pad` (PyTorch ReflectionPad2d; Keras has no such layer,
+    docs/methods/ganomaly.md#43-4)."""
 
     def __init__(self, pad: int, **kwargs):
         super().__init__(**kwargs)
@@ -91,7 +93,8 @@ def cycle_decoder(latent_shape, channels, filters, name="decoder"):
 
 
 def patch_discriminator(height, width, channels, filters, name="discriminator"):
-    """70x70 PatchGAN with the repo's explicit padding: 240x320 -> 28x38 logits (docs/methods/ganomaly.md#42, docs/methods/ganomaly.md#43-3)."""
+    """70x70 PatchGAN with the repo's explicit padding: 240x320 -> 28x38 logits (docs/methods/ganomaly.md#42,
+    docs/methods/ganomaly.md#43-3)."""
     image = keras.Input((height, width, channels))
     x = layers.LeakyReLU(LEAKY_SLOPE)(_conv(image, filters, 4, 2, pad=1, bias=True))
     for width_factor, stride in ((2, 2), (4, 2), (8, 1)):
@@ -130,7 +133,8 @@ def dcgan_decoder(size, channels, filters, latent_dim, name="decoder"):
     side = 4
     while side < size // 2:
         width //= 2
-        x = layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False, kernel_initializer=DCGAN_INIT)(x)
+        x = layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False,
+                                   kernel_initializer=DCGAN_INIT)(x)
         x = layers.ReLU()(_bn(x, init=True))
         side *= 2
     x = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", use_bias=False, activation="tanh",
@@ -140,7 +144,8 @@ def dcgan_decoder(size, channels, filters, latent_dim, name="decoder"):
 
 # ---------------------------------------------------------------- losses (per example; reduced in train_step)
 def generator_terms_2d(x, x_hat, z, z_hat, fake_logits):
-    """GANomaly2D per example: (BCE(D(x̂), 1) mean over the patch map, Σ(x̂ - x)², Σ|ẑ - z|), docs/methods/ganomaly.md#42."""
+    """GANomaly2D per example: (BCE(D(x̂), 1) mean over the patch map, Σ(x̂ - x)², Σ|ẑ - z|),
+    docs/methods/ganomaly.md#42."""
     return (bce_per_example(fake_logits, 1.0), per_example(tf.reduce_sum, tf.square(x_hat - x)),
             per_example(tf.reduce_sum, tf.abs(z_hat - z)))
 
@@ -152,7 +157,8 @@ def generator_terms_1d(x, x_hat, z, z_hat, real_features, fake_features):
 
 
 def discriminator_loss_per_example(real_logits, fake_logits, half: bool):
-    """BCE(D(x), 1) + BCE(D(x̂), 0); GANomaly halves it, GANomaly2D does not (docs/methods/ganomaly.md#41, docs/methods/ganomaly.md#42)."""
+    """BCE(D(x), 1) + BCE(D(x̂), 0); GANomaly halves it, GANomaly2D does not (docs/methods/ganomaly.md#41,
+    docs/methods/ganomaly.md#42)."""
     loss = bce_per_example(real_logits, 1.0) + bce_per_example(fake_logits, 0.0)
     return 0.5 * loss if half else loss
 

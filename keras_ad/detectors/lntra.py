@@ -22,8 +22,8 @@ from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU, float32_output, 
 
 WIDTHS = (96, 128, 256, 256)  # docs/methods/lntra.md#5b
 CLIP_LENGTH = 16  # docs/methods/lntra.md#5a
-# PyTorch's default conv init (docs/methods/lntra.md#5b): kernels kaiming_uniform(a=√5), i.e. U(±1/sqrt(fan_in)), and biases
-# U(±1/sqrt(fan_in)). Keras' fan_in of a Conv3DTranspose kernel (k, k, k, out, in) is 27·out, the same
+# PyTorch's default conv init (docs/methods/lntra.md#5b): kernels kaiming_uniform(a=√5), i.e. U(±1/sqrt(fan_in)), and
+# biases U(±1/sqrt(fan_in)). Keras' fan_in of a Conv3DTranspose kernel (k, k, k, out, in) is 27·out, the same
 # quirk as PyTorch's for its transposed weights (in, out, k, k, k).
 TORCH_KERNEL = keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
 
@@ -55,8 +55,9 @@ def _decode(x, filters, strides, last=False):
 
 def autoencoder(length, shape, widths=WIDTHS, name="autoencoder"):
     """[N, T, H, W, 1] in [-1, 1] -> the same shape: four encoding convolutions (strides (1,2,2), then 2),
-    four transposed ones back, BN + LeakyReLU(0.2) after each but the last, tanh output (docs/methods/lntra.md#5b). Time halves
-    3 times and space 4 times: `length` a multiple of 8 and `shape` (H, W) of 16 (the config checks it)."""
+    four transposed ones back, BN + LeakyReLU(0.2) after each but the last, tanh output (docs/methods/lntra.md#5b).
+    Time halves 3 times and space 4 times: `length` a multiple of 8 and `shape` (H, W) of 16 (the config checks
+    it)."""
     clip = keras.Input((length, *shape, 1))
     x = clip
     strides = [(1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)]
@@ -111,9 +112,9 @@ def scored_frames(n_frames, length=CLIP_LENGTH):
 
 # ---------------------------------------------------------------- the detector
 class LNTRA(Detector):
-    """Trains on (input clip, target clip) pairs stacked in one tensor: the target is the normal clip also when the input is a
-    pseudo anomaly (docs/methods/lntra.md#5c). Per clip, mean over (T, H, W) of the squared error; batch mean through
-    compute_average_loss (the same gradient on one device and under tf.distribute)."""
+    """Trains on (input clip, target clip) pairs stacked in one tensor: the target is the normal clip also when the
+    input is a pseudo anomaly (docs/methods/lntra.md#5c). Per clip, mean over (T, H, W) of the squared error; batch
+    mean through compute_average_loss (the same gradient on one device and under tf.distribute)."""
 
     def __init__(self, network, **kwargs):
         super().__init__(**kwargs)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -60,7 +59,8 @@ def preact_res(x, filters):
 
 
 def res(x, filters):
-    """Not pre-activated: conv, LReLU, conv; skip identity or 1x1 conv (spatial latents only, docs/methods/piad.md#1b)."""
+    """Not pre-activated: conv, LReLU, conv; skip identity or 1x1 conv (spatial latents only,
+    docs/methods/piad.md#1b)."""
     main = conv(MaxLeakyReLU()(conv(x, filters, 3)), filters, 3)
     return layers.Add()([main, _skip(x, filters)])
 
@@ -108,7 +108,8 @@ def image_critic(size, channels, dims, name="image_critic"):
 
 
 def latent_critic(latent_dim, dims, latent_res=1, name="latent_critic"):
-    """Flattened z -> dense, LReLU, ... -> 1; Glorot-uniform kernels scaled by each layer's gain (docs/methods/piad.md#1b)."""
+    """Flattened z -> dense, LReLU, ... -> 1; Glorot-uniform kernels scaled by each layer's gain
+    (docs/methods/piad.md#1b)."""
     z = keras.Input((latent_res, latent_res, latent_dim))
     x = layers.Flatten()(z)
     for width in dims:
@@ -126,7 +127,8 @@ def _torch_bias(x):
 # ---------------------------------------------------------------- the detector
 class PIAD(Detector):
     """E, G, D_x, D_z and the frozen perceptual features; one train_step = n_dis critic steps and one
-    E/G step, each on its own slice of the batch (fresh x and z per step, docs/methods/piad.md#1d, docs/methods/piad.md#1g-8)."""
+    E/G step, each on its own slice of the batch (fresh x and z per step, docs/methods/piad.md#1d,
+    docs/methods/piad.md#1g-8)."""
 
     # built by install_optimizers from optimizer_variables(): E and G share `optimizer` (compile's)
     x_optimizer = None  # the image critic's Adam
@@ -177,7 +179,8 @@ class PIAD(Detector):
         return tf.random.normal([n, *self.latent_shape])
 
     def sample_alpha(self, n):
-        """One interpolation weight α ~ U(0, 1) per sample for the gradient penalty (docs/methods/piad.md#1c, docs/methods/piad.md#1g-7)."""
+        """One interpolation weight α ~ U(0, 1) per sample for the gradient penalty (docs/methods/piad.md#1c,
+        docs/methods/piad.md#1g-7)."""
         return tf.random.uniform([n])
 
     def _with_decay(self, gradients, variables, optimizer):
@@ -247,7 +250,8 @@ class PIAD(Detector):
             self.trackers[name].update_state(value)
 
     def _update_weights(self, total):
-        """Record the kernel-gradient stds of the unweighted gradients and recompute w_E, w_G (docs/methods/piad.md#1c)."""
+        """Record the kernel-gradient stds of the unweighted gradients and recompute w_E, w_G
+        (docs/methods/piad.md#1c)."""
         for net, variables in (("encoder", self.encoder.trainable_variables),
                                ("generator", self.generator.trainable_variables)):
             suffix = "e" if net == "encoder" else "g"
@@ -262,7 +266,8 @@ class PIAD(Detector):
         return self.tracker_logs(["reconstruction"])
 
     def reconstruction_loss(self, x, reconstruction):
-        """Per sample L_rec(x, x̂): relative-perceptual-L1 by default (docs/methods/piad.md#1c), or an ablation's loss."""
+        """Per sample L_rec(x, x̂): relative-perceptual-L1 by default (docs/methods/piad.md#1c), or an ablation's
+        loss."""
         return tf.reduce_mean(self._reconstruction_map(x, reconstruction), axis=[1, 2, 3])
 
     def _reconstruction_map(self, x, reconstruction):
@@ -314,7 +319,8 @@ def from_config(cfg):
         vgg = vgg19.relu4_2(size, det.perceptual_weights)
         mean, std = vgg19.feature_statistics(det.perceptual_weights, det.perceptual_stats)
         features = PerceptualFeatures(vgg, *((mean, std) if standardised else ()),
-                                      input_mode="caffe" if det.perceptual_weights == "keras-imagenet" else "torchvision")
+                                      input_mode="caffe" if det.perceptual_weights == "keras-imagenet"
+                                      else "torchvision")
     r = det.latent_res
     model = PIAD(encoder(size, channels, det.encoder_dims, det.latent_dim, r),
                 generator(size, channels, det.generator_dims, det.latent_dim, r),
@@ -325,7 +331,8 @@ def from_config(cfg):
                 weight_update_every=det.weight_update_every, reconstruction_loss=det.reconstruction_loss,
                 reconstruction_weights=[float(w) for w in weights], name="piad")
     if det.reconstruction_loss != "relative_perceptual_l1":
-        model.caveats = (f"reconstruction_loss: {det.reconstruction_loss}: an ablation of the paper (docs/methods/piad.md#1c), on the "
+        model.caveats = (f"reconstruction_loss: {det.reconstruction_loss}: an ablation of the paper "
+                         "(docs/methods/piad.md#1c), on the "
                          f"{compared}",)
     if features.vgg is not None and det.perceptual_network == "efficientnet_lite0":
         model.caveats += (f"perceptual_network: efficientnet_lite0: the perceptual loss compares ImageNet "

@@ -4,6 +4,10 @@
 `__init__` imports nothing heavy so that the device module can be used without TensorFlow.
 """
 
+import contextlib
+import os
+import sys
+
 FORMATS = ("savedmodel", "tflite", "onnx")
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
 
@@ -21,3 +25,18 @@ def check_choices(values, allowed, option) -> tuple:
     if unknown or not values:
         raise UsageError(f"{option}: {', '.join(unknown) or 'nothing'} given; choose from {', '.join(allowed)}")
     return values
+
+
+@contextlib.contextmanager
+def native_output_silenced():
+    """Native code's chatter on file descriptor 2 (LiteRT's "Created TensorFlow Lite XNNPACK delegate", the
+    MLIR quantiser's "fully_quantize: 0, ...") kept out of the CLI's output; Python errors still raise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -20,7 +20,7 @@ import tensorflow as tf
 import keras_ad
 from keras_ad import calibration, ownership
 from keras_ad.errors import UsageError
-from keras_ad.export import FORMATS, QUANTIZE_MODES, ExportError, check_choices, device, parity, savedmodel
+from keras_ad.export import FORMATS, QUANTIZE_MODES, check_choices, device, native_output_silenced, parity, savedmodel
 from keras_ad.runs import REPORT, Run, write_json
 from keras_ad.scoring import Scorer
 
@@ -36,7 +36,8 @@ def tflite_name(quantize: str) -> str:
 
 def export_run(run_dir, formats=FORMATS, quantize=("none",), out_dir=None, overwrite=False) -> dict:
     """Export run `run_dir` to `out_dir` (default exports/<run name>); returns export_report.json's content."""
-    formats, quantize = check_choices(formats, FORMATS, "--format"), check_choices(quantize, QUANTIZE_MODES, "--quantize")
+    formats = check_choices(formats, FORMATS, "--format")
+    quantize = check_choices(quantize, QUANTIZE_MODES, "--quantize")
     run = Run.open(run_dir)
     out_dir = os.path.abspath(out_dir or os.path.join("exports", run.name))
     def check_out():  # only an export is replaced, never the run it exports
@@ -53,7 +54,8 @@ def export_run(run_dir, formats=FORMATS, quantize=("none",), out_dir=None, overw
     _log("loading validation and test images for the parity check ...")
     data = parity.load_parity_set(scorer.cfg)
     if not data.images:
-        raise UsageError(f"{run.path}: no validation or test images found at {scorer.cfg.data.source or scorer.cfg.data.root}")
+        raise UsageError(f"{run.path}: no validation or test images found at "
+                         f"{scorer.cfg.data.source or scorer.cfg.data.root}")
 
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}-", dir=os.path.dirname(out_dir))
@@ -111,7 +113,8 @@ def _build(scorer, run, data, formats, quantize, work) -> dict:
         good = [image[None] for image in data.images[:n_val]]
         for mode in quantize:
             _log(f"converting to TFLite ({mode}) ...")
-            model = tflite.convert(device_saved_model, mode, good, on_device.threshold)
+            with native_output_silenced():
+                model = tflite.convert(device_saved_model, mode, good, on_device.threshold)
             with open(os.path.join(work, tflite_name(mode)), "wb") as f:
                 f.write(model)
             artefacts[tflite_name(mode)] = {"format": "tflite", "quantize": mode, "variant": on_device.variant}
@@ -136,14 +139,16 @@ def _build(scorer, run, data, formats, quantize, work) -> dict:
     rows = {}
     for name, info in artefacts.items():
         path = os.path.join(work, name)
-        runner = savedmodel.ExportedScorer(path) if info["format"] == "savedmodel" else device.DeviceScorer(path)
-        out = device.score_in_batches(lambda x: runner(x), data.images)
+        with native_output_silenced():
+            runner = savedmodel.ExportedScorer(path) if info["format"] == "savedmodel" else device.DeviceScorer(path)
+            out = device.score_in_batches(runner, data.images)
         quantized = info["quantize"] != "none"
-        if quantized:  # its maps moved: its own threshold, from the same good validation images (docs/methods/cae.md#3e)
+        # its maps moved: its own threshold, from the same good validation images (docs/methods/cae.md#3e)
+        if quantized:
             threshold = calibration.calibrate(out["anomaly_map"][:data.n_validation],
                                               scorer.calibration["min_area"])["pixel_threshold"]
             metadata["artefacts"][name]["pixel_threshold"] = threshold
-            out = device.score_in_batches(lambda x: runner(x, threshold), data.images)
+            out = device.score_in_batches(lambda x, r=runner, t=threshold: r(x, t), data.images)
         variant = info["variant"]
         rows[name] = {**info, **parity.compare(references[variant], reference_summaries[variant], out, data, quantized)}
         metadata["artefacts"][name]["tolerance"] = rows[name]["tolerance"]

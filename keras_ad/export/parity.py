@@ -7,8 +7,9 @@ with the Keras scorer on the same arrays.
 Tolerances: float artefacts must match within FLOAT_ATOL + SCORE_RTOL * |score| (`score`: AnoGAN's
 score is a float32 sum over ~10^4 pixels and features, ~10^3 in size, whose last bits depend on each
 runtime's summation order) and FLOAT_ATOL + MAP_RTOL * |map| (`anomaly_map`: an SSIM map turns 1e-6
-differences of the reconstruction in flat windows into ~1e-4, measured on a grey 256x256 SSIM run); quantised ones must keep the image and pixel AUROC within
-AUROC_DROP_TOLERANCE of the Keras model's (their differences are reported, not bounded).
+differences of the reconstruction in flat windows into ~1e-4, measured on a grey 256x256 SSIM run); quantised ones must
+keep the image and pixel AUROC within AUROC_DROP_TOLERANCE of the Keras model's (their differences are reported, not
+bounded).
 """
 
 from __future__ import annotations
@@ -133,5 +134,6 @@ def table(rows: dict, reference_summaries: dict) -> str:
     for name, r in rows.items():
         result = "ok" if r["passed"] else f"FAILED: {', '.join(r['drifted'])} drifted"
         lines.append(f"{name:28s} {r['max_abs_diff']['score']:12.3g} {r['max_abs_diff']['anomaly_map']:12.3g} "
-                     f"{r['image_auroc']:12.4f} {r['pixel_auroc']:12.4f} {_rates(r):>11s} {r['decision_agreement']:9.1%}  {result}")
+                     f"{r['image_auroc']:12.4f} {r['pixel_auroc']:12.4f} {_rates(r):>11s} "
+                     f"{r['decision_agreement']:9.1%}  {result}")
     return "\n".join(lines)

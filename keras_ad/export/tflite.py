@@ -32,9 +32,8 @@ def convert(saved_model_dir: str, quantize: str = "none", representative_images=
     """The SavedModel's device signatures as one .tflite flatbuffer.
 
     `representative_images`: uint8 [1, H, W, C] arrays of good images, and `threshold` the calibrated
-    pixel threshold, for int8 calibration.
-    Raises ExportError naming the ops when the graph needs anything beyond TFLite builtins (a Flex
-    model cannot run on the device).
+    pixel threshold, for int8 calibration. Raises ExportError naming the ops when the graph needs anything beyond
+    TFLite builtins (a Flex model cannot run on the device).
     """
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=list(DEVICE_SIGNATURES))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -50,7 +49,8 @@ def convert(saved_model_dir: str, quantize: str = "none", representative_images=
         unsupported = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", str(e))))
         reason = (f"it needs {', '.join(unsupported)}, which TFLite builtins lack (a Flex model cannot run on "
                   f"the device)" if unsupported else " ".join(str(e).split())[:400])
-        raise ExportError(f"tflite ({quantize}): the scoring graph does not convert to TFLite builtins: {reason}") from None
+        raise ExportError(f"tflite ({quantize}): the scoring graph does not convert to TFLite builtins: "
+                          f"{reason}") from None
 
 
 def _selective_int8(converter, representative_images, threshold) -> bytes:

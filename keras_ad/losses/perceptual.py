@@ -3,8 +3,8 @@ perceptual L1 on standardised VGG19 relu4_2 features and its ablations."""
 
 from __future__ import annotations
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's normalisation before VGG19 (docs/methods/piad.md#1c-1)
@@ -23,8 +23,8 @@ RECONSTRUCTION_LOSSES = {
 
 def reconstruction_map(real_features, fake_features, distance="l1", relative=True):
     """Per position: mean_c |φ(x) - φ(y)| (squared for l2) [N, h, w, 1], divided when relative by
-    stopgrad(mean |φ(x)|), the *input's* features only, not differentiated (docs/methods/piad.md#1c-4, docs/methods/piad.md#1g-4). Its
-    spatial mean is the per-sample loss."""
+    stopgrad(mean |φ(x)|), the *input's* features only, not differentiated (docs/methods/piad.md#1c-4,
+    docs/methods/piad.md#1g-4). Its spatial mean is the per-sample loss."""
     difference = real_features - fake_features
     elementwise = tf.abs(difference) if distance == "l1" else tf.square(difference)
     per_position = tf.reduce_mean(elementwise, axis=-1, keepdims=True)
@@ -34,14 +34,15 @@ def reconstruction_map(real_features, fake_features, distance="l1", relative=Tru
 
 
 def relative_perceptual_l1(real_features, fake_features):
-    """Per sample: mean |φ̂(x) - φ̂(y)| / stopgrad(mean |φ̂(x)|) (docs/methods/piad.md#1c-4). Features are standardised already."""
+    """Per sample: mean |φ̂(x) - φ̂(y)| / stopgrad(mean |φ̂(x)|) (docs/methods/piad.md#1c-4). Features are standardised
+    already."""
     return tf.reduce_mean(reconstruction_map(real_features, fake_features), axis=[1, 2, 3])
 
 
 class PerceptualFeatures(keras.layers.Layer):
     """[-1, 1] images -> the features the reconstruction loss compares: to [0, 1], grey repeated to RGB
-    (docs/methods/piad.md#1g-10), the weights' own input normalisation, then VGG19 relu4_2, standardised (φ - μ) / σ when
-    statistics are given. Without a VGG (the pixel-L2 ablation) the normalised image itself."""
+    (docs/methods/piad.md#1g-10), the weights' own input normalisation, then VGG19 relu4_2, standardised (φ - μ) / σ
+    when statistics are given. Without a VGG (the pixel-L2 ablation) the normalised image itself."""
 
     def __init__(self, vgg, mean=None, std=None, input_mode="torchvision", **kwargs):
         super().__init__(dtype="float32", **kwargs)  # the loss's features in float32 under mixed precision

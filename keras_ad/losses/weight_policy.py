@@ -9,7 +9,8 @@ import tensorflow as tf
 
 class GradientWeightPolicy(keras.layers.Layer):
     """w_M = median over kernels and over the smoothed history of std(∇L_adv) / std(∇L_rec), per network
-    M in (encoder, generator), from unweighted gradients of kernels only (biases excluded, docs/methods/piad.md#1g-5 and 6).
+    M in (encoder, generator), from unweighted gradients of kernels only (biases excluded, docs/methods/piad.md#1g-5
+    and 6).
 
     `record(m, adv_stds, rec_stds)` appends one measurement and recomputes w_m: each history (the last
     `history` measurements per kernel) is smoothed with an EWMA (y0 = s0, y_t = (1 - α)·y_{t-1} + α·s_t),
@@ -25,7 +26,8 @@ class GradientWeightPolicy(keras.layers.Layer):
             start = keras.initializers.Constant((initial or {}).get(net, 1.0))
             self.weights_by_net[net] = self.add_weight(shape=(), initializer=start, trainable=False, name=f"w_{net}")
             for loss in ("adv", "rec"):
-                self.buffers[f"{net}_{loss}"] = self.add_weight(shape=(history, n), initializer="zeros", trainable=False,
+                self.buffers[f"{net}_{loss}"] = self.add_weight(shape=(history, n), initializer="zeros",
+                                                                trainable=False,
                                                           name=f"{net}_{loss}_history")
             self.counts[net] = self.add_weight(shape=(), initializer="zeros", trainable=False, name=f"{net}_count")
         self.built = True

@@ -8,8 +8,8 @@ config reference (`python -m keras_ad.config --reference`) and the tests' tiny m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from keras_ad.fields import Field
 

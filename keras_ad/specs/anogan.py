@@ -8,11 +8,13 @@ PARAMS = {
     "latent_dim": Field(100, int, low=1, high=4096,
                         doc="z_dim of the seed (docs/methods/anogan.md#2b); the MVTec AD benchmark used 64"),
     "filters": Field(64, int, low=4, high=512, doc="gf_dim = df_dim (docs/methods/anogan.md#2b)"),
-    "generator_updates": Field(2, int, low=1, high=10, doc="G updates per D update, same z (docs/methods/anogan.md#2d)"),
+    "generator_updates": Field(2, int, low=1, high=10,
+                               doc="G updates per D update, same z (docs/methods/anogan.md#2d)"),
     "discrimination_weight": Field(0.1, float, low=0.0, high=1.0,
                                    doc="λ of L = (1-λ)·ΣL1 + λ·ΣL1(features) (docs/methods/anogan.md#2c)"),
     "search_steps": Field(AUTO, int, low=0, high=100000, allow=(AUTO,),
-                          doc="Adam steps of the latent search; auto = Γ = 500 of the paper (docs/methods/anogan.md#2d; "
+                          doc="Adam steps of the latent search; auto = Γ = 500 of the paper "
+                              "(docs/methods/anogan.md#2d; "
                               "the MVTec AD benchmark used 300)"),
     "search_lr": Field(AUTO, float, low=0.0, high=10.0, allow=(AUTO,),
                        doc="latent-search Adam learning rate (β1 0.5); auto = 0.02, the MVTec AD benchmark's (the "

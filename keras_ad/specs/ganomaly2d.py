@@ -30,7 +30,8 @@ def defaults(values) -> dict:
 def check(values, shape, key, source):
     height, width = shape
     if values["detector"]["latent"] == "2d" and (height % 16 or width % 16):
-        raise ConfigError(source, key, f"ganomaly2d downsamples 4 times: needs multiples of 16; got {shape_text(shape)}")
+        raise ConfigError(source, key, f"ganomaly2d downsamples 4 times: needs multiples of 16; got "
+                                       f"{shape_text(shape)}")
     if values["detector"]["latent"] == "1d" and (height != width or not is_power_of_two(height)):
         raise ConfigError(source, key, f"the 1d (GANomaly, DCGAN) variant needs a square power of two; got "
                                        f"{shape_text(shape)}")

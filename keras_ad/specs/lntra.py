@@ -20,7 +20,8 @@ PARAMS = {
                         doc="patch mask: the paper's patch model SmoothMixS (docs/methods/lntra.md#5c)"),
     "max_size": Field(0.2, float, low=0.0, high=1.0,
                       doc="largest patch side / frame side, α; the patch model 0.5 (docs/methods/lntra.md#5c)"),
-    "max_move": Field(0, int, low=0, high=256, doc="patch motion per frame in pixels at 256x256, β; the patch model 10"),
+    "max_move": Field(0, int, low=0, high=256,
+                      doc="patch motion per frame in pixels at 256x256, β; the patch model 10"),
     "intruders": Field("cifar100", doc="patch contents: cifar100 (keras.datasets), cifar-100-python.tar.gz, a folder "
                                        "of images, or digits (scikit-learn's, offline)"),
 }
@@ -39,7 +40,8 @@ def check(values, shape, key, source):
         raise ConfigError(source, "train.min_epoch_images", "lntra trains on every clip once per epoch; leave it 0")
     if det["clip_length"] % 8 or shape[0] % 16 or shape[1] % 16 or data["channels"] != 1:
         raise ConfigError(source, "detector.clip_length", "lntra needs clip_length a multiple of 8, data.image_size "
-                                                          "multiples of 16 and data.channels 1 (docs/methods/lntra.md#5a)")
+                                                          "multiples of 16 and data.channels 1 "
+                                                          "(docs/methods/lntra.md#5a)")
 
 
 SPEC = DetectorSpec("lntra", "keras_ad.detectors.lntra:from_config", PARAMS, defaults, check,

@@ -7,7 +7,8 @@ from keras_ad.specs import DetectorSpec
 PARAMS = {
     "latent_dim": Field(32, int, low=1, high=4096, doc="latent channels d; MNIST/COIL 32, CIFAR-10 256, CelebA 64, "
                                                       "LSUN 32 (docs/methods/piad.md#1b)"),
-    "latent_res": Field(1, int, low=1, high=512, doc="latent grid r x r x d: 1, or 4 for LSUN (docs/methods/piad.md#1b)"),
+    "latent_res": Field(1, int, low=1, high=512,
+                        doc="latent grid r x r x d: 1, or 4 for LSUN (docs/methods/piad.md#1b)"),
     "generator_dims": positive_ints("G widths, log2(2·size/4) entries (docs/methods/piad.md#1b table)", [32] * 4),
     "encoder_dims": positive_ints("E widths (docs/methods/piad.md#1b table)", [32] * 4),
     "image_critic_dims": positive_ints("D_x widths (docs/methods/piad.md#1b table)", [32] * 4),
