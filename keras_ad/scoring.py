@@ -104,7 +104,8 @@ class Scorer:
     `scorer(images)` takes raw images (uint8, or float in [0, 1]; [N, H, W, C] of any size; a video
     detector's clips [N, T, H, W, C] and scores their centre frames) and returns
     tensors `score` [N], `anomaly_map` [N, h, w] ((h, w) = data.image_size) and, once calibrated,
-    `is_anomalous` [N] and `defect_area` [N]. It works eagerly, inside `tf.function` and inside
+    `is_anomalous` [N] and `defect_area` [N] (a video detector also `online_score` [N]). It works
+    eagerly, inside `tf.function` and inside
     `tf.data.Dataset.map`. `threshold` (a pixel threshold on the map) overrides the calibrated one.
     `variant` picks one of the detector's scoring graphs (`Detector.variants`); each has its own
     threshold in the calibration. With texture patches (data.patch_size) the detector scores a sliding
@@ -160,6 +161,14 @@ class Scorer:
         return tuple(np.asarray(self.calibration[k], np.float32) for k in NORMALIZATION_KEYS)
 
     @property
+    def online_psnr_range(self):
+        """(lowest, highest) PSNR of normal clips once a video detector is calibrated, else None: the graph
+        then also outputs `online_score` [N] (docs/methods/lntra.md#5g-6)."""
+        if not self.detector.clip_length or not self.calibration:
+            return None
+        return self.calibration.get("online_psnr_range")
+
+    @property
     def window_layout(self):
         """(image shape, patch shape, stride) of the scoring window (texture patches)."""
         d = self.cfg.data
@@ -196,6 +205,10 @@ class Scorer:
         if scores is None:
             scores = own_scores
         out = {"score": scores, "anomaly_map": maps}
+        if self.online_psnr_range is not None:
+            from keras_ad.detectors.lntra import online_score
+
+            out["online_score"] = online_score(-scores, self.online_psnr_range)
         if threshold is None and self.calibration:
             threshold = tf.constant(self.threshold, tf.float32)
         if threshold is not None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from keras_ad import metrics, plots
 from keras_ad.data import layouts, video
-from keras_ad.detectors.lntra import online_normaliser, online_score, per_video_minmax, scored_frames
+from keras_ad.detectors.lntra import online_normaliser, per_video_minmax, scored_frames
 from keras_ad.reports import finish_calibration, fit_maps
 from keras_ad.runs import atomic_save
 from keras_ad.scoring import Scorer
@@ -20,6 +20,11 @@ def score_video(scorer, frames, clip_length):
     parts = [scorer.score_preprocessed(video.clips(frames, clip_length, starts[i:i + scorer.batch_size]))
              for i in range(0, len(starts), scorer.batch_size)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _online(out):
+    """The scoring graph's online score of each clip; NaN before calibration (no normal PSNR range yet)."""
+    return out.get("online_score", np.full(len(out["score"]), np.nan))
 
 
 def _calibration_videos(cfg):
@@ -51,7 +56,7 @@ def evaluate(run, cfg, scorer) -> dict:
     length = scorer.detector.clip_length
     _, _, test = video.discover(layouts.resolve_root(cfg.data), cfg.data.val_fraction, cfg.train.seed)
     prepare = video.frame_preprocessor(cfg.data)
-    psnr_range = (scorer.calibration or {}).get("online_psnr_range")
+    psnr_range = scorer.online_psnr_range
     rows, traces = {}, []
     labels, offline, online, maps, masks, decided = [], [], [], [], [], []
     for v in test:
@@ -64,7 +69,7 @@ def evaluate(run, cfg, scorer) -> dict:
         psnr = -out["score"]
         labels.append(v.labels[index])
         offline.append(per_video_minmax(psnr))
-        online.append(online_score(psnr, psnr_range) if psnr_range else np.full(len(psnr), np.nan))
+        online.append(_online(out))
         video_masks = video.load_masks(v, cfg.data.image_shape)
         if video_masks is not None:  # maps are kept only where pixel metrics need them (memory)
             maps.append(out["anomaly_map"])
@@ -152,8 +157,6 @@ def score_frames(scorer, frames, labels=None):
     out = score_video(scorer, prepared, length)
     index = scored_frames(len(frames), length)
     psnr = -out["score"]
-    psnr_range = (scorer.calibration or {}).get("online_psnr_range")
-    return {"frame": index, "psnr": psnr, "offline": per_video_minmax(psnr),
-            "online": online_score(psnr, psnr_range) if psnr_range else np.full(len(psnr), np.nan),
+    return {"frame": index, "psnr": psnr, "offline": per_video_minmax(psnr), "online": _online(out),
             "is_anomalous": out.get("is_anomalous"), "defect_area": out.get("defect_area"),
             "labels": None if labels is None else np.asarray(labels)[index]}

@@ -1,5 +1,9 @@
 """Shared fixtures: a tiny synthetic data set, a tiny config, and one tiny trained run.
 
+A test that asks for a trained run or the two-replica strategy is marked `slow` here (so the fast tier,
+`pytest -m "not slow"`, never trains through the CLI); tests that train in their own body carry the
+mark themselves.
+
 TensorFlow sees two logical CPU devices (set here, before it initialises) so that MirroredStrategy
 can be tested on a machine without GPUs.
 """
@@ -14,6 +18,15 @@ import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+SLOW_FIXTURES = {"train_tiny", "trained_run", "run_copy", "two_replicas"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,7 @@ def test_paper_defaults_and_config_checks():
         config.validate({"data": {"root": "/x"}, "postprocess": {"reduction": "detector"}})
 
 
+@pytest.mark.slow
 def test_score_is_the_weighted_sum_of_the_two_l1_sums():
     """docs/methods/anogan.md#2c: L = 0.9·Σ|x - G(z)| + 0.1·Σ|f(x) - f(G(z))|, sums per image (not means,
     docs/methods/anogan.md#2g-4)."""
@@ -192,6 +193,7 @@ def test_calibration_and_report_cover_the_edge_variant(train_tiny, trained_run, 
         assert result.output.count("\n") == 1  # one line, no traceback
 
 
+@pytest.mark.slow
 def test_anogan_trains_on_grey_digits_leaving_one_class_out(tmp_path):
     """Grey images end to end (the seed's MNIST setting, docs/methods/anogan.md#2a) on scikit-learn's 8x8 digits."""
     report, digits = train_on_digits(tmp_path, {"name": "anogan", "filters": 8, "latent_dim": 16, "search_steps": 5},

@@ -1,6 +1,7 @@
 """keras-ad bench: the FLOP count it divides by, its table, its argument checks."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
@@ -20,6 +21,7 @@ def test_graph_flops_counts_what_runs_and_not_dead_ops():
     assert benchmark.graph_flops(concrete) == 2 * 4 * 8 * 3
 
 
+@pytest.mark.slow
 def test_training_flops_include_the_backward_pass():
     """A training step costs about three forward passes (forward, input and weight gradients)."""
     cfg = config.validate({"data": {"root": "/x", "image_size": 32, "channels": 1},

@@ -152,6 +152,7 @@ def _brick_folder_dataset(root):
             Image.fromarray(image).save(folder / f"{i:03d}.jpg")
 
 
+@pytest.mark.slow
 def test_demo_config_runs_on_a_real_folder_dataset(tmp_path):
     root = tmp_path / "brick"
     _brick_folder_dataset(root)

@@ -9,6 +9,7 @@ import sys
 
 import h5py
 import numpy as np
+import pytest
 from helpers import TINY_DETECTORS, VIDEO_DETECTORS, tiny_config_dict
 
 WORKER = os.path.join(os.path.dirname(__file__), "multiworker_worker.py")
@@ -35,6 +36,7 @@ def _weights(path):
     return arrays
 
 
+@pytest.mark.slow
 def test_two_workers_train_every_detector_to_identical_weights(tiny_data, tiny_video, tmp_path):
     configs = {}
     for name in TINY_DETECTORS:

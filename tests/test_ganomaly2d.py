@@ -111,6 +111,7 @@ def test_mirrored_step_equals_one_device_step(latent, two_replicas):
     check_mirrored_step(two_replicas, _cfg(latent, filters=4, **({"w_enc": 0.0} if latent == "2d" else {})), 8, 1e-7)
 
 
+@pytest.mark.slow
 def test_ganomaly_trains_on_a_one_class_folder_of_sklearn_digits(tmp_path):
     """GANomaly's leave-one-class-out protocol end to end, on the 8x8 digits scikit-learn ships."""
     report, digits = train_on_digits(tmp_path, {"name": "ganomaly2d", "latent": "1d", "filters": 8}, abnormal_class="1")

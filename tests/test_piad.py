@@ -155,6 +155,7 @@ def test_fixed_weights_when_the_policy_is_off_and_bad_weights_refused():
         build(_cfg(reconstruction_weights=[10]))
 
 
+@pytest.mark.slow
 def test_digits_one_class_beats_chance(tmp_path):
     """End to end on scikit-learn's digits: 6 normal, the nine others anomalies, 50/50 split (~90 normal,
     ~810 anomalous test images). Under chance an AUROC has σ = sqrt((n₀ + n₁ + 1) / (12 n₀ n₁)) ≈ 0.032,

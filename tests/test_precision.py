@@ -74,6 +74,7 @@ CASES = [(name, "mixed_float16") for name in TINY_DETECTORS if name not in FEATU
     [("cae", "mixed_bfloat16"), ("lntra", "mixed_bfloat16")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, precision", CASES)
 def test_mixed_precision_step_matches_float32(name, precision, fixed_sampling):
     cfg, (n, learning_rate) = _cfg(name), STEP[name]

@@ -130,6 +130,7 @@ def test_torchvision_vgg19_weights_convert_to_keras_layout(tmp_path):
     np.testing.assert_allclose(first(x).numpy()[0], np.maximum(expected + b, 0), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_digits_benchmark_writes_its_table(tmp_path, capsys):
     bench = _script("bench_digits")
     assert bench.main(["--detectors", "cae,svm", "--out", str(tmp_path)]) == 2
@@ -141,6 +142,7 @@ def test_digits_benchmark_writes_its_table(tmp_path, capsys):
     assert "| cae |" in (tmp_path / "digits.md").read_text()
 
 
+@pytest.mark.slow
 def test_run_all_tables_runs_and_resumes(tmp_path, monkeypatch, capsys):
     """Two tiny runs of configs/piad_mnist.yaml with a .npz source (scikit-learn's digits as MNIST's arrays):
     the official split holds, the small set repeats to train.min_epoch_images, the report says the VGG
@@ -234,6 +236,7 @@ def test_perceptual_stats_standardise_the_features_they_were_computed_on(tmp_pat
     assert script.main(args) == 2 and "exists" in capsys.readouterr().err  # never overwrites
 
 
+@pytest.mark.slow
 def test_video_benchmark_writes_its_table(tmp_path, monkeypatch):
     import json
 
@@ -248,6 +251,7 @@ def test_video_benchmark_writes_its_table(tmp_path, monkeypatch):
     assert "| baseline |" in (tmp_path / "video.md").read_text()
 
 
+@pytest.mark.slow
 def test_precision_benchmark_prints_speedups_over_float32(capsys):
     bench = _script("bench_precision")
     bench.main(["--detectors", "cae", "--seconds", "0", "--set", "data.image_size=32", "--set", "train.batch_size=4"])
@@ -259,6 +263,7 @@ def test_precision_benchmark_prints_speedups_over_float32(capsys):
         assert cell.endswith("x") and float(cell[:-1]) == pytest.approx(ratio, rel=0.05, abs=0.01)
 
 
+@pytest.mark.slow
 def test_anogan_benchmark_times_the_search_forms_against_the_matmul_rate(tmp_path, capsys):
     """--config: an untrained build of a shipped config, timed three ways. One step's FLOPs are G and f
     forward plus their backward to z, twice the forward: the frozen networks' weight gradients are not

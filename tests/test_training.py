@@ -43,6 +43,7 @@ def test_mirrored_step_updates_weights_like_one_device(two_replicas):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_after_kill(tiny_data, tmp_path):
     cfg_dict = tiny_config_dict(tiny_data, tmp_path / "run", train={"epochs": 40, "sample_every": 100})
     config_path = write_config(tmp_path / "c.yaml", cfg_dict)
@@ -77,6 +78,7 @@ def test_resume_refuses_a_changed_config(tiny_data, tmp_path, trained_run):
     assert result.exit_code == 2 and "data.image_size" in result.output
 
 
+@pytest.mark.slow
 def test_a_seeded_deterministic_run_repeats_to_1e6(tmp_path):
     """train.seed + train.deterministic: two runs in two processes (run side by side) give the same
     weights and the same metrics to 1e-6. PIAD draws z and α every step, so randomness is exercised."""
@@ -109,6 +111,7 @@ def test_a_seeded_deterministic_run_repeats_to_1e6(tmp_path):
     assert len(first) > 10 and all(np.array_equal(a, b) for a, b in zip(first, second))
 
 
+@pytest.mark.slow
 def test_jit_compiled_training_matches_the_plain_step(tiny_data, tmp_path):
     """train.jit_compile: the step runs under XLA and updates the weights as the plain one does."""
     from keras_ad.runs import Run
@@ -127,6 +130,7 @@ def test_jit_compiled_training_matches_the_plain_step(tiny_data, tmp_path):
     assert np.mean(np.abs(xla - plain) > 1e-5) < 0.01
 
 
+@pytest.mark.slow
 def test_mixed_precision_run_trains_then_scores_in_float32(tiny_data, tmp_path):
     """train.precision: mixed_float16 trains through the CLI (loss-scaled, finite losses), and calibration,
     evaluation and a later load use the float32 model built from the saved weights."""

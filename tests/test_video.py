@@ -70,6 +70,7 @@ def test_synthetic_videos_are_deterministic_and_labelled(tmp_path):
     assert first == second
 
 
+@pytest.mark.slow
 def test_tiny_lntra_run_reports_frame_level_auroc(tmp_path, monkeypatch):
     from click.testing import CliRunner
     from helpers import write_config

@@ -98,9 +98,13 @@ def online_normaliser(normal_psnrs):
 
 def online_score(psnrs, normaliser):
     """1 - (PSNR - lowest) / (highest - lowest) with the normal clips' range: 0..1 on normal frames,
-    above 1 when a frame reconstructs worse than any normal one."""
-    lowest, highest = normaliser
-    return 1.0 - (np.asarray(psnrs, np.float64) - lowest) / max(highest - lowest, 1e-12)
+    above 1 when a frame reconstructs worse than any normal one.
+
+    Plain arithmetic on `psnrs`, so the same line runs on numpy arrays and inside the scoring graph
+    (the `online_score` output every export carries)."""
+    lowest, highest = (float(v) for v in normaliser)
+    psnrs = psnrs if tf.is_tensor(psnrs) else np.asarray(psnrs, np.float64)
+    return 1.0 - (psnrs - lowest) / max(highest - lowest, 1e-12)
 
 
 def scored_frames(n_frames, length=CLIP_LENGTH):

@@ -119,7 +119,9 @@ class PatchCore(Detector):
         squared = (tf.reduce_sum(tf.square(features), axis=1, keepdims=True)
                    - 2.0 * tf.matmul(features, bank, transpose_b=True)
                    + tf.reduce_sum(tf.square(bank), axis=1)[None, :])
-        return tf.sqrt(tf.nn.relu(tf.reduce_min(squared, axis=1))), tf.argmin(squared, axis=1, output_type=tf.int32)
+        # |x|, not max(x, 0), for the rounding noise around 0: TFLite lowers max(x, 0) to a RELU, which
+        # int8 quantises like an activation and which then collapsed every distance (docs/methods/patchcore.md#int8)
+        return tf.sqrt(tf.abs(tf.reduce_min(squared, axis=1))), tf.argmin(squared, axis=1, output_type=tf.int32)
 
     def score_and_map(self, images, variant="default"):
         features = self.patch_features(images)

@@ -232,8 +232,9 @@ def _video_decision(scorer) -> dict:
     = 1 - (PSNR - low) / (high - low) over the PSNR range of normal clips (README, LNTRA)."""
     if not scorer.detector.clip_length:
         return {}
-    return {"online_psnr_range": scorer.calibration.get("online_psnr_range"),
-            "score": "-PSNR of the centre frame of each clip; frame index = clip start + clip_length // 2"}
+    return {"online_psnr_range": scorer.online_psnr_range,
+            "score": "-PSNR of the centre frame of each clip; frame index = clip start + clip_length // 2",
+            "online_score": "float32 [N] output: 1 - (PSNR - low) / (high - low), 0..1 on normal frames"}
 
 
 def _digest(path) -> str:

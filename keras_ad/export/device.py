@@ -27,6 +27,7 @@ import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 OUTPUTS = ("score", "anomaly_map", "is_anomalous", "defect_area")
+ONLINE_SCORE = "online_score"  # a video model's frame score against the normal clips' PSNR range
 PARITY_FILE = "parity.npz"
 
 
@@ -135,7 +136,7 @@ class DeviceScorer:
             images = images[None]
         t = np.asarray([self.default_threshold if threshold is None else threshold], np.float32).reshape(1)
         out = self._run(images, t)
-        return {k: np.asarray(out[k]) for k in OUTPUTS}
+        return {k: np.asarray(out[k]) for k in (*OUTPUTS, ONLINE_SCORE) if k in out}
 
     def score_files(self, paths, threshold=None) -> dict:
         """Score image files (any mix of sizes); outputs in the order of `paths`."""
@@ -236,7 +237,8 @@ def _camera_loop(scorer, camera, frames, threshold):
         out = scorer(np.stack(recent)[None] if scorer.clip_length else image, threshold)
         print(json.dumps({"frame": count - length + length // 2 if scorer.clip_length else count - 1,
                           "score": float(out["score"][0]), "is_anomalous": bool(out["is_anomalous"][0]),
-                          "defect_area": int(out["defect_area"][0])}), flush=True)
+                          "defect_area": int(out["defect_area"][0]),
+                          **({ONLINE_SCORE: float(out[ONLINE_SCORE][0])} if ONLINE_SCORE in out else {})}), flush=True)
     capture.release()
 
 
