@@ -209,10 +209,12 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant, labels):
         paths = device.list_inputs(inputs)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    images, kept, _ = pipeline.load_images(paths, scorer.cfg.data)
+    failed = {}
+    images, kept, _ = pipeline.load_images(paths, scorer.cfg.data, failed=failed)
     out = scorer.score_preprocessed(images)
     _start_scores_folder(out_dir)
-    atomic_write(os.path.join(out_dir, "scores.csv"), device.to_csv(device.rows(kept, out)))
+    records = device.rows(paths, out, failed)
+    atomic_write(os.path.join(out_dir, "scores.csv"), device.to_csv(records))
     if not no_overlays:
         vmax = max(scorer.calibration["pixel_threshold"] * 2, 1e-6)
         for i, path in enumerate(kept):
@@ -224,6 +226,8 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant, labels):
                         lambda p, item=item: plots.overlay_grid([item], p, vmax))
     flagged = int(np.sum(out["is_anomalous"]))
     click.echo(f"scored {len(kept)} images, {flagged} anomalous -> {os.path.join(out_dir, 'scores.csv')}")
+    if device.report_failures(records):
+        sys.exit(1)
 
 
 def _start_scores_folder(out_dir):

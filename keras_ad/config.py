@@ -9,6 +9,7 @@ TensorFlow, so a bad config is refused in a fraction of a second.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 
 import yaml
@@ -223,7 +224,14 @@ def load(path: str | os.PathLike, overrides=()) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(path, "(top level)", "expected a mapping of sections (run, data, detector, train, ...)")
     raw = apply_overrides(raw, overrides)
-    return validate(raw, path)
+    try:
+        return validate(raw, path)
+    except ConfigError as e:  # a key, section or value that came from --set: blame the flag, not the file
+        for item in overrides:
+            key = item.split("=", 1)[0].strip()
+            if e.key in (key, key.split(".")[0] if e.problem.startswith("unknown section") else key):
+                raise ConfigError(f"--set {item}", e.key, e.problem) from None
+        raise
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
@@ -251,7 +259,8 @@ def validate(raw: dict, source: str = "<config>") -> Config:
     """Check every key against SCHEMA and DETECTOR_PARAMS; return a Config with defaults filled in."""
     for section in raw:
         if section not in SCHEMA:
-            raise ConfigError(source, section, f"unknown section; known: {', '.join(SCHEMA)}")
+            raise ConfigError(source, section, f"unknown section{_did_you_mean(section, SCHEMA)}; "
+                                               f"known: {', '.join(SCHEMA)}")
     values = {}
     for section, fields in SCHEMA.items():
         given = raw.get(section) or {}
@@ -266,10 +275,17 @@ def validate(raw: dict, source: str = "<config>") -> Config:
     return Config(values, source)
 
 
+def _did_you_mean(name, known) -> str:
+    """' (did you mean epochs?)' for the closest known name, or ''."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _check_section(section, given, fields, source):
     for key in given:
         if key not in fields:
-            raise ConfigError(source, f"{section}.{key}", f"unknown key; known: {', '.join(fields)}")
+            raise ConfigError(source, f"{section}.{key}", f"unknown key{_did_you_mean(key, fields)}; "
+                                                          f"known: {', '.join(fields)}")
     return {key: field.check(given.get(key, field.default), source, f"{section}.{key}")
             for key, field in fields.items()}
 

@@ -17,3 +17,7 @@ class ConfigError(UsageError):
 
 class DataError(UsageError):
     """A data set file or folder is missing, empty, corrupt or inconsistent."""
+
+
+class TrainingDiverged(UsageError):
+    """A loss turned NaN or infinite: the hyper-parameters, not our bug; the last finite checkpoint stays."""

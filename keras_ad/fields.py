@@ -6,6 +6,7 @@ with `Field`, and `Field.check` is the one place a value is type- and range-chec
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,8 @@ class Field:
             raise ConfigError(source, key, f"expected {_kind_name(self)}, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ConfigError(source, key, f"must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison below
+            raise ConfigError(source, key, f"must be a finite number; got {value!r}")
         if self.low is not None and value < self.low or self.high is not None and value > self.high:
             raise ConfigError(source, key, f"must be in [{self.low}, {self.high}]; got {value!r}")
         return value

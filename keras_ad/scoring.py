@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ad import image_ops, patches
+from keras_ad.export.device import check_images
 from keras_ad.fields import as_shape
 from keras_ad.losses.ssim import gaussian_blur
 
@@ -137,7 +138,7 @@ class Scorer:
         means a new trace."""
         self.run_calibration = value  # calibration.json as written, every variant's threshold
         self._calibration = variant_calibration(value, self.variant)
-        self._graph_fn = tf.function(self.graph, reduce_retracing=True)
+        self._graph_fns = {}  # (input dtype, channels) -> traced graph
         self._inputs_fn = tf.function(self.score_inputs, reduce_retracing=True)
 
     @property
@@ -147,6 +148,11 @@ class Scorer:
     @property
     def channels(self) -> int:
         return self.cfg.data.channels
+
+    @property
+    def clip_length(self) -> int | None:
+        """Frames per clip of a video detector, else None (as an exported scorer's)."""
+        return self.detector.clip_length
 
     @property
     def threshold(self) -> float | None:
@@ -221,12 +227,21 @@ class Scorer:
         return self.score_inputs(self.preprocess(images), threshold)
 
     def __call__(self, images, threshold=None) -> dict:
+        """Eager calls check their input first (one image is a batch of one; a wrong dtype, shape or value
+        range is one ValueError, docs/robustness.md#inputs); symbolic tensors (tf.function, tf.data) go
+        straight into the graph. One trace per input dtype and channel count, so that no call's input can
+        generalise the trace another's needs."""
+        if tf.executing_eagerly():
+            images = check_images(images, self.detector.clip_length)
         images = tf.convert_to_tensor(images)
         if images.dtype != tf.uint8:
             images = tf.cast(images, tf.float32)
         if threshold is not None:
             threshold = tf.convert_to_tensor(threshold, tf.float32)
-        return self._graph_fn(images, threshold)
+        key = (images.dtype, images.shape[-1])
+        if key not in self._graph_fns:
+            self._graph_fns[key] = tf.function(self.graph, reduce_retracing=True)
+        return self._graph_fns[key](images, threshold)
 
     def score_preprocessed(self, x) -> dict:
         """Score float32 images that went through `preprocess` already, in batches, without pre-processing

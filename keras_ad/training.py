@@ -113,6 +113,7 @@ class RunLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
         logs = logs or {}
+        check_finite(done, logs)  # before the checkpoint: the last one on disk stays finite
         save_checkpoint(self.run, self.model, done, self.phase, self.cfg.train.keep_checkpoints)
         with self.writer.as_default(step=done):
             for key, value in logs.items():
@@ -126,6 +127,18 @@ class RunLogger(keras.callbacks.Callback):
         eta = elapsed / max(done - self.e0, 1) * (self.total - done)
         metrics = "  ".join(f"{k} {_scalar(v):.5f}" for k, v in logs.items())
         print(f"epoch {done}/{self.total}  {metrics}  elapsed {_hms(elapsed)}  ETA {_hms(eta)}", flush=True)
+
+
+def check_finite(epoch: int, logs: dict) -> None:
+    """Stop a training whose losses turned NaN or infinite, with one line naming the epoch and the way on."""
+    bad = {k: _scalar(v) for k, v in logs.items() if not np.isfinite(_scalar(v))}
+    if bad:
+        from keras_ad.errors import TrainingDiverged
+
+        values = ", ".join(f"{k} {v}" for k, v in sorted(bad.items()))
+        raise TrainingDiverged(f"epoch {epoch}: {values}: training diverged; the checkpoints of epochs before "
+                               f"{epoch} are kept; lower train.learning_rate and train again (--overwrite), or "
+                               f"--resume from the last finite checkpoint")
 
 
 def _append_history(path, epoch, logs):
@@ -168,7 +181,8 @@ def train(cfg, run: Run, resume: bool = False):
         train_ds, n_train, samples, unit, n_val = video.training_data(cfg, model.clip_length, step_images)
         val_ds = None
     else:
-        files = layouts.discover(cfg.data, seed=cfg.train.seed, need_test=False)
+        files = layouts.discover(cfg.data, seed=cfg.train.seed, need_test=layouts.has_test_split(cfg.data))
+        pipeline.check_test_files(files, cfg.data)  # evaluation's files, read now rather than after training
         train_ds, n_train, samples, val_ds, n_val = pipeline.training_data(cfg, files, step_images)
         unit = "images"
     train_ds, val_ds = _shard_by_data(train_ds), _shard_by_data(val_ds)

@@ -172,3 +172,24 @@ def test_worker_flags_are_checked_before_anything_starts(tiny_config):
         result = CliRunner().invoke(main, ["train", "--config", str(tiny_config), *args])
         assert result.exit_code == 2 and message in result.output, result.output
         assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("image", "hole/000.png: cannot read image"),
+    ("mask", "000_mask.png: mask is 10x10 but its image is 128x128"),
+])
+def test_a_broken_test_split_fails_before_the_first_training_step(tiny_data, tmp_path, damage, words):
+    """Test images and masks are read before training, not only when evaluation starts after it."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    if damage == "image":
+        (root / "test" / "hole" / "000.png").write_bytes(b"truncated")
+    else:
+        Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "ground_truth" / "hole" / "000_mask.png")
+    config = write_config(tmp_path / "c.yaml", tiny_config_dict(root, tmp_path / "run"))
+    result = CliRunner().invoke(main, ["train", "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert words in result.output and "fix the test split before training" in result.output
+    assert "epoch 1/" not in result.output and not (tmp_path / "run" / "checkpoints").exists()

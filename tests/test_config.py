@@ -53,6 +53,22 @@ def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
         config.load(path, ["train.epochs"])
 
 
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "--set train.epoch=3: train.epoch: unknown key (did you mean epochs?); known: epochs"),
+    ("trian.epochs=3", "--set trian.epochs=3: trian: unknown section (did you mean train?)"),
+    ("train.epochs=-3", "--set train.epochs=-3: train.epochs: must be in"),
+    ("train.learning_rate=.nan", "--set train.learning_rate=.nan: train.learning_rate: must be a finite number"),
+])
+def test_a_bad_override_blames_the_flag_and_suggests_the_key(tmp_path, override, message):
+    with pytest.raises(ConfigError) as error:
+        config.load(_write(tmp_path, "data: {root: /x}\n"), [override])
+    assert str(error.value).startswith(message)
+    path = _write(tmp_path, "data: {root: /x}\ntrain: {epoch: 3}\n")
+    with pytest.raises(ConfigError) as error:  # the same key in the file blames the file
+        config.load(path)
+    assert str(error.value).startswith(f"{path}: train.epoch: unknown key (did you mean epochs?)")
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = config.load(_write(tmp_path, "data: {root: /x}\n"), ["train.epochs=3"])
     again = config.load(_write(tmp_path, cfg.to_yaml()))

@@ -77,6 +77,36 @@ def test_mask_size_mismatch_and_missing_mask(tiny_data, tmp_path):
     assert (~test["has_mask"]).sum() == 1
 
 
+def test_an_empty_mask_is_a_warning_and_the_image_stays_defective(tiny_data, tmp_path, capsys):
+    """Real sets have defect images with an empty mask: evaluation goes on, naming the file."""
+    from keras_ad import metrics
+
+    root = _copy(tiny_data, tmp_path)
+    mask = root / "ground_truth" / "hole" / "000_mask.png"
+    Image.fromarray(np.zeros((128, 128), np.uint8)).save(mask)
+    test = pipeline.load_test_set(layouts.discover(_cfg(root).data), _cfg(root).data)
+    warning = capsys.readouterr().err
+    assert "1 defective test image(s) with an empty mask" in warning and "000_mask.png" in warning
+    index = [i for i, p in enumerate(test["paths"]) if p.endswith(os.path.join("hole", "000.png"))]
+    assert len(index) == 1 and test["labels"][index[0]] == 1 and not test["masks"][index[0]].any()
+    maps = np.random.default_rng(0).random(test["masks"].shape)
+    assert 0.0 <= metrics.aupro(test["masks"], maps) <= 1.0  # the other regions still make the curve
+
+
+def test_high_depth_images_are_scaled_by_their_type_and_0_1_masks_are_read(tmp_path):
+    """16-bit and float files scale by the type's range, not by each image's maximum (a 16-bit 300 once
+    decoded to 1 beside a 200 that stayed 200); a mask of 0/1 values is a mask."""
+    from keras_ad.data.images import read_image, read_mask
+
+    sixteen = np.array([[0, 200, 300, 65535]], np.uint16)
+    Image.fromarray(sixteen).save(tmp_path / "a.png")
+    assert read_image(str(tmp_path / "a.png"), 1)[..., 0].tolist() == [[0, 1, 1, 255]]
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32)).save(tmp_path / "f.tif")
+    assert read_image(str(tmp_path / "f.tif"), 1)[..., 0].tolist() == [[0, 128, 255]]
+    Image.fromarray(np.array([[0, 1], [0, 0]], np.uint8)).save(tmp_path / "m.png")
+    assert read_mask(str(tmp_path / "m.png"), (2, 2)).tolist() == [[False, True], [False, False]]
+
+
 def test_synthetic_data_is_deterministic(tmp_path):
     def digest(folder):
         h = hashlib.sha256()

@@ -21,7 +21,7 @@ from helpers import TINY_DETECTORS, TINY_PROTOCOLS
 import keras_ad
 from keras_ad.cli import main
 from keras_ad.detectors import REGISTRY
-from keras_ad.export import device, parity
+from keras_ad.export import bundle, device, parity
 from keras_ad.specs import SPECS
 
 MIN_AREA = 3
@@ -83,6 +83,8 @@ def test_metadata_describes_the_artefacts(exported):
     assert metadata["keras_ad_version"] == keras_ad.__version__
     for name in ("model_fp32.tflite", "model.onnx"):
         assert metadata["artefacts"][name]["sha256"] == device.sha256(str(out / name))
+    assert (out / "requirements.txt").read_text() == open(bundle.DEVICE_REQUIREMENTS).read()  # for the device
+    assert set(metadata["signatures"]) == set(tf.saved_model.load(str(out / "saved_model")).signatures)
     assert len(metadata["artefacts"]["saved_model"]["sha256"]) == 64
 
 
@@ -187,6 +189,61 @@ def test_device_scorer_without_tensorflow_matches_keras_ad_score(exported, tiny_
         assert [r[key] for r in device_rows] == [r[key] for r in host_rows]
 
 
+def test_device_scorer_refuses_a_model_that_is_not_the_exported_one(exported, tmp_path):
+    """The SHA-256 in metadata.json is checked on load: the fp32 file with one byte appended
+    (as a copied int8 model once scored silently) is one line and exit 2; --no-verify loads it."""
+    _, out, _ = exported
+    copy = tmp_path / "export"
+    shutil.copytree(out, copy)
+    with open(copy / "model_fp32.tflite", "ab") as f:
+        f.write(b"\0")  # a flatbuffer with a trailing byte still loads: only the digest tells
+    proc = _device_command(copy / "keras_ad_device.py", "--model", copy / "model_fp32.tflite", "--check")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "SHA-256 differs" in line and "--no-verify" in line
+    unverified = _device_command(copy / "keras_ad_device.py", "--model", copy / "model_fp32.tflite", "--check",
+                                 "--no-verify")
+    assert unverified.returncode == 0 and "parity: ok" in unverified.stdout, unverified.stderr
+
+
+def test_device_check_compares_decisions_with_the_agreement_measured_at_export(trained_run, tmp_path):
+    """int8's score tolerance can be near its threshold: --check also compares the calls (is_anomalous)
+    with those stored at export, against the agreement measured then; flipped decisions fail it."""
+    out = tmp_path / "q"
+    result = invoke("export", "--run", trained_run, "--format", "tflite", "--quantize", "int8", "--out", out)
+    assert result.exit_code in (0, 1), result.output  # the tiny run may lose AUROC: not under test here
+    metadata = json.loads((out / "metadata.json").read_text())
+    at_export = metadata["artefacts"]["model_int8.tflite"]["check_decision_agreement"]
+    check = _device_command(out / "keras_ad_device.py", "--model", out / "model_int8.tflite", "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"(at export {at_export:.1%}) ok" in check.stdout
+    stored = dict(np.load(out / device.PARITY_FILE))
+    stored["is_anomalous"] = ~stored["is_anomalous"]  # Keras' calls, all flipped
+    np.savez(out / device.PARITY_FILE, **stored)
+    flipped = _device_command(out / "keras_ad_device.py", "--model", out / "model_int8.tflite", "--check")
+    assert flipped.returncode == 1 and "parity: FAILED (is_anomalous)" in flipped.stdout, flipped.stdout
+
+
+def test_a_corrupt_file_is_reported_and_the_others_are_scored(trained_run, tiny_data, tmp_path):
+    """`keras-ad score` and the device scorer: every readable image scored, the corrupt one in the status
+    column and on stderr, exit code 1 (some inputs failed)."""
+    folder = tmp_path / "images"
+    shutil.copytree(tiny_data / "test" / "stain", folder)
+    (folder / "broken.png").write_bytes(b"not a png")
+    host = invoke("score", "--run", trained_run, folder, "--out", tmp_path / "host", "--no-overlays")
+    assert host.exit_code == 1, host.output
+    out = tmp_path / "export"
+    assert invoke("export", "--run", trained_run, "--format", "onnx", "--out", out).exit_code == 0
+    proc = _device_command(out / "keras_ad_device.py", "--model", out / "model.onnx", folder, "--format", "csv",
+                           "--out", tmp_path / "device.csv")
+    assert proc.returncode == 1 and f"error: {folder / 'broken.png'}: unreadable" in proc.stderr, proc.stderr
+    for table in (tmp_path / "host" / "scores.csv", tmp_path / "device.csv"):
+        records = {os.path.basename(r["path"]): r for r in csv.DictReader(open(table))}
+        assert len(records) == len(os.listdir(folder))
+        assert records["broken.png"]["status"].startswith("unreadable") and records["broken.png"]["score"] == ""
+        assert all(r["status"] == "ok" and float(r["score"]) > 0 for n, r in records.items() if n != "broken.png")
+
+
 def test_device_scorer_bad_input_is_one_line(exported, tmp_path):
     _, out, _ = exported
     proc = _device_command(out / "keras_ad_device.py", "--model", out / "model.onnx", tmp_path / "missing.png")
@@ -247,6 +304,14 @@ def test_loaded_scorer_works_eagerly(loaded):
     assert eager["anomaly_map"].shape == (4, *shape)
     np.testing.assert_allclose(scorer(images.astype(np.float32) / 255.0)["score"], eager["score"], atol=1e-5, rtol=1e-6)
     assert scorer(images, 0.0)["is_anomalous"].numpy().all()  # every pixel above 0: every image anomalous
+
+
+def test_run_and_export_scorers_share_one_interface(exported):
+    """keras_ad.load on a run and on its export: the same threshold, map shape, channels and clip length."""
+    run, out, _ = exported
+    own, exported_scorer = keras_ad.load(run), keras_ad.load(out)
+    for name in ("threshold", "image_shape", "channels", "clip_length"):
+        assert getattr(exported_scorer, name) == getattr(own, name), name
 
 
 def test_loaded_scorer_works_inside_tf_function(loaded):
@@ -327,9 +392,12 @@ def test_parity_failure_exits_1_and_names_the_output(trained_run, tmp_path, monk
     assert "model.onnx (score, anomaly_map)" in result.output
 
 
-def test_the_committed_device_scorer_is_the_packages():
-    """exports/keras_ad_device.py is what `keras-ad export` copies into every export: the same bytes."""
-    with open(os.path.join(os.path.dirname(__file__), os.pardir, "exports", "keras_ad_device.py"), "rb") as f:
-        committed = f.read()
-    with open(device.__file__, "rb") as f:
-        assert f.read() == committed, "copy keras_ad/export/device.py to exports/keras_ad_device.py"
+@pytest.mark.parametrize("committed, packaged", [("keras_ad_device.py", device.__file__),
+                                                 ("requirements.txt", bundle.DEVICE_REQUIREMENTS)])
+def test_the_committed_device_files_are_the_packages(committed, packaged):
+    """exports/keras_ad_device.py and exports/requirements.txt are what `keras-ad export` copies into
+    every export: the same bytes."""
+    with open(os.path.join(os.path.dirname(__file__), os.pardir, "exports", committed), "rb") as f:
+        text = f.read()
+    with open(packaged, "rb") as f:
+        assert f.read() == text, f"copy {packaged} to exports/{committed}"

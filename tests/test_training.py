@@ -146,3 +146,17 @@ def test_mixed_precision_run_trains_then_scores_in_float32(tiny_data, tmp_path):
     assert 0.0 <= report["image_auroc"] <= 1.0
     detector = keras_ad.load(str(tmp_path / "run")).detector
     assert detector.dtype_policy.name == "float32" and keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_a_non_finite_loss_stops_training_before_its_checkpoint():
+    """A NaN or infinite loss is one line naming the epoch, raised before that epoch's checkpoint is
+    written (a NaN learning rate once trained NaN weights and saved pixel_threshold: null)."""
+    from keras_ad.errors import TrainingDiverged
+    from keras_ad.training import RunLogger, check_finite
+
+    check_finite(3, {"loss": 0.5, "val_loss": np.float32(0.4)})
+    logger = RunLogger.__new__(RunLogger)  # nothing of the run is touched before the check
+    with pytest.raises(TrainingDiverged) as error:
+        logger.on_epoch_end(2, {"loss": float("nan"), "val_loss": 0.3, "d_loss": float("inf")})
+    message = str(error.value)
+    assert message.startswith("epoch 3: d_loss inf, loss nan: training diverged") and "\n" not in message

@@ -26,10 +26,11 @@ def read_image(path: str, channels: int) -> np.ndarray:
 
 
 def read_mask(path: str, expected_shape: tuple[int, int]) -> np.ndarray:
-    """Ground-truth mask as bool [H, W]; its size must equal the image's (MVTec convention)."""
+    """Ground-truth mask as bool [H, W]: any non-zero pixel is defect (MVTec's 0/255 and the 0/1 of
+    labelling tools alike); its size must equal the image's (MVTec convention)."""
     try:
         with Image.open(path) as im:
-            mask = np.asarray(im.convert("L")) > 127
+            mask = np.asarray(im.convert("L") if im.mode not in ("L", "1", "I;16", "I", "F") else im) > 0
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read mask ({e})") from None
     if mask.shape != tuple(expected_shape):
@@ -38,16 +39,20 @@ def read_mask(path: str, expected_shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def read_many(paths, reader, skip_unreadable=False, workers=None):
+def read_many(paths, reader, skip_unreadable=False, workers=None, failed=None):
     """Apply `reader(path)` to every path on a thread pool (PIL releases the GIL while decoding).
 
     Returns (results, kept_indices). A DataError stops everything unless `skip_unreadable`, in which
-    case the file is skipped with a warning naming it.
+    case the file is skipped with a warning naming it, or `failed` (a dict) is given, which then gets
+    {path: reason} for every file skipped (`keras-ad score` reports them in its status column).
     """
     def safe(path):
         try:
             return reader(path)
         except DataError as e:
+            if failed is not None:
+                failed[path] = f"unreadable: {str(e).removeprefix(f'{path}: ')}"
+                return None
             if not skip_unreadable:
                 raise
             warnings.warn(f"skipped: {e}", stacklevel=2)

@@ -94,6 +94,12 @@ def discover(data_cfg, seed: int = 0, need_test: bool = True) -> DatasetFiles:
     return DatasetFiles(root=root, train=train, val=val, test=test)
 
 
+def has_test_split(data_cfg) -> bool:
+    """Whether the data set holds test images (training checks them before its first step)."""
+    return data_cfg.layout in ("normal_abnormal", "one_class") or os.path.isdir(
+        os.path.join(resolve_root(data_cfg), "test"))
+
+
 def _images(folder, pattern="*"):
     """The image files of `folder` whose names match `pattern`, sorted."""
     return [p for p in list_images(folder) if fnmatch.fnmatch(os.path.basename(p), pattern)]

@@ -19,11 +19,13 @@ from keras_ad.errors import DataError
 from keras_ad.scoring import crop_center, preprocess
 
 
-def load_images(paths, data_cfg, what="images", chunk=64):
-    """Decode and pre-process `paths` -> (float32 [N, h, w, C] in [0, 1], kept paths, original sizes)."""
+def load_images(paths, data_cfg, what="images", chunk=64, failed=None):
+    """Decode and pre-process `paths` -> (float32 [N, h, w, C] in [0, 1], kept paths, original sizes);
+    `failed` (a dict) collects {path: reason} of unreadable files instead of stopping (read_many)."""
     if paths:
         print(f"loading {len(paths)} {what} ...", file=sys.stderr, flush=True)
-    raw, kept = read_many(paths, lambda p: read_image(p, data_cfg.channels), data_cfg.skip_unreadable)
+    raw, kept = read_many(paths, lambda p: read_image(p, data_cfg.channels), data_cfg.skip_unreadable,
+                          failed=failed)
     size, channels = data_cfg.image_shape, data_cfg.channels
     out = np.zeros((len(raw), *size, channels), np.float32)
     by_shape = {}
@@ -39,20 +41,53 @@ def load_images(paths, data_cfg, what="images", chunk=64):
 
 def load_masks(samples, original_sizes, image_shape, center_crop=None):
     """Ground truth at the model's size (cropped as its image), bool [N, h, w]; all-false for good images
-    and missing masks."""
+    and missing masks. An empty mask of a defective image (real sets have them) is a warning naming the
+    files: the image still counts as defective for the image metrics and adds no region to AUPRO."""
     masks = np.zeros((len(samples), *image_shape), bool)
+    empty = []
     for i, (sample, shape) in enumerate(zip(samples, original_sizes)):
         if sample.mask_path is None:
             continue
         mask = read_mask(sample.mask_path, shape).astype(np.float32)
         if not mask.any():
-            raise DataError(f"{sample.mask_path}: mask of a defective image is empty")
+            empty.append(sample.mask_path)
+            continue
         mask = mask[None, ..., None]
         if center_crop:
             mask = crop_center(mask, center_crop)
         resized = tf.image.resize(mask, image_shape, "bilinear", antialias=True)
         masks[i] = resized.numpy()[0, ..., 0] >= 0.5
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        print(f"warning: {len(empty)} defective test image(s) with an empty mask, counted as defective for the "
+              f"image metrics, no region for AUPRO: {shown}", file=sys.stderr, flush=True)
     return masks
+
+
+def check_test_files(files, data_cfg) -> None:
+    """Decode every test image and read its mask before training starts, so a corrupt file or a mask of
+    the wrong size is one line now, not after hours of training (evaluation reads them again)."""
+    if not files.test:
+        return
+    print(f"checking {len(files.test)} test images and their masks ...", file=sys.stderr, flush=True)
+
+    def check(sample):
+        try:
+            image = read_image(sample.path, data_cfg.channels)
+        except DataError:
+            if data_cfg.skip_unreadable:  # evaluation will skip it with a warning
+                return True
+            raise
+        if sample.mask_path is not None:
+            read_mask(sample.mask_path, image.shape[:2])
+        return True
+
+    problems = {}
+    read_many(files.test, check, failed=problems)
+    if problems:
+        first = next(iter(problems.values())).removeprefix("unreadable: ")
+        more = f" (and {len(problems) - 1} more test files)" if len(problems) > 1 else ""
+        raise DataError(f"{first}{more}; fix the test split before training")
 
 
 def load_test_set(files, data_cfg):

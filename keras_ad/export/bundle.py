@@ -26,6 +26,7 @@ from keras_ad.scoring import Scorer
 
 SAVEDMODEL_DIR = "saved_model"
 DEVICE_SCRIPT = "keras_ad_device.py"
+DEVICE_REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "device_requirements.txt")
 N_PARITY_IMAGES = 8
 N_INT8_CALIBRATION_IMAGES = 100
 
@@ -140,7 +141,8 @@ def _build(scorer, run, data, formats, quantize, work) -> dict:
     for name, info in artefacts.items():
         path = os.path.join(work, name)
         with native_output_silenced():
-            runner = savedmodel.ExportedScorer(path) if info["format"] == "savedmodel" else device.DeviceScorer(path)
+            runner = (savedmodel.ExportedScorer(path) if info["format"] == "savedmodel"
+                      else device.DeviceScorer(path, verify=False))  # digests are recorded after the check
             out = device.score_in_batches(runner, data.images)
         quantized = info["quantize"] != "none"
         # its maps moved: its own threshold, from the same good validation images (docs/methods/cae.md#3e)
@@ -164,10 +166,18 @@ def _build(scorer, run, data, formats, quantize, work) -> dict:
         out = device.score_in_batches(lambda x, s=variant_scorer: s(x), sample)
         expected.update({device.parity_key(variant, k): out[k] for k in device.OUTPUTS})
     np.savez_compressed(os.path.join(work, device.PARITY_FILE), images=np.stack(sample), **expected)
+    write_json(os.path.join(work, "metadata.json"), metadata)  # with the quantised models' own thresholds
+    for name, info in artefacts.items():  # what the device's --check will compare its decisions with
+        if info["format"] != "savedmodel":
+            runner = device.DeviceScorer(os.path.join(work, name), verify=False)
+            decided = device.score_in_batches(runner, sample)["is_anomalous"]
+            metadata["artefacts"][name]["check_decision_agreement"] = float(
+                np.mean(decided == expected[device.parity_key(info["variant"], "is_anomalous")]))
     for name in metadata["artefacts"]:
         metadata["artefacts"][name]["sha256"] = _digest(os.path.join(work, name))
     write_json(os.path.join(work, "metadata.json"), metadata)
     shutil.copyfile(device.__file__, os.path.join(work, DEVICE_SCRIPT))
+    shutil.copyfile(DEVICE_REQUIREMENTS, os.path.join(work, "requirements.txt"))  # what the device installs
 
     reference_summary = reference_summaries[scorer.variant]
     report = {"run": run.name, "reference": {"runtime": "keras", **reference_summary},
@@ -205,14 +215,24 @@ def _metadata(scorer, run, artefacts) -> dict:
                     "anomaly_map": f"float32 [N, {height}, {width}]",
                     "is_anomalous": "bool [N]: a region of anomaly_map > threshold has at least min_area pixels",
                     "defect_area": "int32 [N]: pixels in such regions"},
-        "signatures": {"serving_default": {"images": f"uint8 [{dims}]"},
-                       "score_with_threshold": {"images": f"uint8 [{dims}]", "threshold": "float32 [1]"}},
+        "signatures": _signatures(dims),
         "postprocess": cfg.to_dict()["postprocess"],
         "decision": {"pixel_threshold": scorer.threshold, "min_area": int(scorer.calibration["min_area"]),
                      **_video_decision(scorer)},
         "metrics": {k: report.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")},
         "artefacts": {name: dict(info) for name, info in artefacts.items()},
     }
+
+
+def _signatures(dims: str) -> dict:
+    """Every SavedModel endpoint with its inputs, and which of them TFLite and ONNX carry."""
+    out = {}
+    for name, (dtype, with_threshold) in savedmodel.ENDPOINTS.items():
+        inputs = {"images": f"{dtype.name} [{dims}]" + (" in [0, 1]" if dtype.is_floating else " 0..255")}
+        if with_threshold:
+            inputs["threshold"] = "float32 [1]"
+        out[name] = {**inputs, "artefacts": "all" if name in savedmodel.DEVICE_SIGNATURES else "saved_model"}
+    return out
 
 
 def _scoring_description(scorer) -> dict:

@@ -25,6 +25,10 @@ import time
 
 import numpy as np
 
+# Full scale of each high-depth PIL grey mode, fixed by the type (never by an image's own maximum, which
+# once decoded a 16-bit value 200 to 200 and 300 to 1): 16-bit and 32-bit integers (PIL's "I" is how
+# 16-bit TIFFs and PNGs of older tools come in), float images in [0, 1].
+HIGH_DEPTH_PEAK = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I": 65535.0, "F": 1.0}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 OUTPUTS = ("score", "anomaly_map", "is_anomalous", "defect_area")
 ONLINE_SCORE = "online_score"  # a video model's frame score against the normal clips' PSNR range
@@ -38,10 +42,9 @@ def decode_image(path: str, channels: int) -> np.ndarray:
     except ImportError:
         return _decode_with_opencv(path, channels)
     with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I", "F"):  # 16-bit / float grey: scale to 8 bits
-            arr = np.asarray(im, dtype=np.float64)
-            peak = 65535.0 if arr.max() > 255 else 255.0
-            im = Image.fromarray(np.clip(arr * 255.0 / peak, 0, 255).astype(np.uint8))
+        if im.mode in HIGH_DEPTH_PEAK:  # 16-bit / 32-bit / float grey: to 8 bits by the type's range
+            arr = np.asarray(im, dtype=np.float64) * (255.0 / HIGH_DEPTH_PEAK[im.mode])
+            im = Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8))
         arr = np.asarray(im.convert("L" if channels == 1 else "RGB"))
     return arr[..., None] if channels == 1 else arr
 
@@ -88,6 +91,69 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def check_images(images, clip_length: int | None = None, channels: int | None = None) -> np.ndarray:
+    """Images as the scoring graph takes them, or one ValueError saying what is wrong and how to fix it.
+
+    uint8 (0..255) and floats in [0, 1] pass (as uint8 and float32); integers within 0..255 become uint8,
+    uint16 is scaled by 1/65535; one image [H, W, C] (grey [H, W]) or one clip [T, H, W, C] is a batch of
+    one. Refused: other ranks, dtypes and channel counts (`channels`: the only count accepted, else 1 or
+    3), empty arrays, NaN or infinite values and floats outside [0, 1] (docs/robustness.md#inputs).
+    """
+    x = np.asarray(images)
+    layout, rank = ("[N, T, H, W, C] clips", 5) if clip_length else ("[N, H, W, C] images", 4)
+    if x.dtype == np.bool_ or x.dtype.kind not in "uif":
+        raise ValueError(f"images of dtype {x.dtype}: expected uint8 (0..255) or float (0..1) {layout}")
+    if not clip_length and x.ndim == 2:
+        x = x[None, ..., None]  # one grey image
+    elif x.ndim == rank - 1:
+        x = x[None]  # one image or clip
+    if x.ndim != rank:
+        raise ValueError(f"images of shape {list(np.shape(images))}: expected {layout} (or one of them)")
+    if clip_length and x.shape[1] != clip_length:
+        raise ValueError(f"clips of {x.shape[1]} frames: the model scores clips of {clip_length}")
+    allowed = (channels,) if channels else (1, 3)
+    if x.shape[-1] not in allowed:
+        fix = "; drop an alpha channel with images[..., :3]" if x.shape[-1] == 4 else ""
+        raise ValueError(f"images with {x.shape[-1]} channels (shape {list(x.shape)}): the model takes "
+                         f"{' or '.join(map(str, allowed))} (channels last){fix}")
+    if x.size == 0:
+        raise ValueError(f"images of shape {list(x.shape)}: nothing to score")
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype.kind == "f":
+        if not np.isfinite(x).all():
+            raise ValueError("images hold NaN or infinite values")
+        low, high = float(x.min()), float(x.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"float images span {low:g}..{high:g}: expected [0, 1] (divide 0..255 values by 255, "
+                             f"or pass uint8)")
+        return x.astype(np.float32, copy=False)
+    if x.dtype == np.uint16:
+        return (x / 65535.0).astype(np.float32)
+    low, high = int(x.min()), int(x.max())
+    if low < 0 or high > 255:
+        raise ValueError(f"{x.dtype} images span {low}..{high}: expected 0..255 (uint8) or uint16")
+    return x.astype(np.uint8)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """check_images' output as the uint8 an exported graph takes (floats rounded to the nearest level)."""
+    return images if images.dtype == np.uint8 else np.round(images * 255.0).astype(np.uint8)
+
+
+def verify_artefact(model_path: str, metadata: dict, metadata_path: str) -> None:
+    """Refuse a model file whose SHA-256 is not the one metadata.json recorded at export: another
+    artefact copied over it (int8 over fp32) would score with the wrong threshold and tolerance."""
+    name = os.path.basename(model_path)
+    recorded = metadata.get("artefacts", {}).get(name, {}).get("sha256")
+    if recorded is None:
+        raise ValueError(f"{model_path}: {metadata_path} records no artefact named {name}; pass the "
+                         f"metadata.json exported with it, or --no-verify")
+    if sha256(model_path) != recorded:
+        raise ValueError(f"{model_path}: SHA-256 differs from the one in {metadata_path} (another or a modified "
+                         f"model); re-export, or pass --no-verify if you re-quantised it on purpose")
+
+
 class DeviceScorer:
     """An exported scoring graph behind one call: uint8 [N, H, W, C] -> numpy `score`, `anomaly_map`, ...
 
@@ -95,11 +161,13 @@ class DeviceScorer:
     """
 
     def __init__(self, model_path: str, metadata_path: str | None = None, num_threads: int | None = None,
-                 onnx_providers=("CPUExecutionProvider",)):
+                 onnx_providers=("CPUExecutionProvider",), verify: bool = True):
         self.model_path = model_path
         metadata_path = metadata_path or os.path.join(os.path.dirname(os.path.abspath(model_path)), "metadata.json")
         with open(metadata_path) as f:
             self.metadata = json.load(f)
+        if verify:
+            verify_artefact(model_path, self.metadata, metadata_path)
         self.channels = int(self.metadata["input"]["channels"])
         self.clip_length = self.metadata["input"].get("clip_length")  # a video model scores clips [N, T, H, W, C]
         artefact = self.metadata.get("artefacts", {}).get(os.path.basename(model_path), {})
@@ -131,17 +199,23 @@ class DeviceScorer:
         return dict(zip(self._names, values))
 
     def __call__(self, images, threshold: float | None = None) -> dict:
-        images = np.ascontiguousarray(images, dtype=np.uint8)
-        if images.ndim == 3:
-            images = images[None]
+        images = np.ascontiguousarray(to_uint8(check_images(images, self.clip_length, self.channels)))
         t = np.asarray([self.default_threshold if threshold is None else threshold], np.float32).reshape(1)
         out = self._run(images, t)
         return {k: np.asarray(out[k]) for k in (*OUTPUTS, ONLINE_SCORE) if k in out}
 
-    def score_files(self, paths, threshold=None) -> dict:
-        """Score image files (any mix of sizes); outputs in the order of `paths`."""
-        images = [decode_image(p, self.channels) for p in paths]
-        return score_in_batches(lambda batch: self(batch, threshold), images)
+    def score_files(self, paths, threshold=None) -> tuple[list[str], dict, dict]:
+        """Score image files (any mix of sizes): (the paths scored, their outputs in that order, {path:
+        why it could not be read} for the others), so one corrupt file does not stop the rest."""
+        images, kept, failed = [], [], {}
+        for path in paths:
+            try:
+                images.append(decode_image(path, self.channels))
+                kept.append(path)
+            except (OSError, ValueError, SyntaxError) as e:  # PIL: UnidentifiedImageError is an OSError
+                failed[path] = f"unreadable: {' '.join(str(e).split()) or type(e).__name__}"
+        out = score_in_batches(lambda batch: self(batch, threshold), images) if images else {}
+        return kept, out, failed
 
 
 def score_in_batches(score_fn, images, batch_size: int = 8) -> dict:
@@ -164,19 +238,48 @@ def score_in_batches(score_fn, images, batch_size: int = 8) -> dict:
     return out
 
 
-def rows(paths, out) -> list[dict]:
-    return [{"path": p, "score": float(out["score"][i]), "is_anomalous": int(out["is_anomalous"][i]),
-             "defect_area": int(out["defect_area"][i])} for i, p in enumerate(paths)]
+def rows(paths, out, failed=None) -> list[dict]:
+    """One record per path, in the order given: the scored ones (`out` in the order of the scored paths)
+    with status "ok", the `failed` ones ({path: reason}) with empty outputs and the reason as status."""
+    failed = failed or {}
+    scored = iter(range(len(out.get("score", ()))))
+    records = []
+    for path in paths:
+        if path in failed:
+            records.append({"path": path, "score": None, "is_anomalous": None, "defect_area": None,
+                            "status": failed[path]})
+            continue
+        i = next(scored)
+        records.append({"path": path, "score": float(out["score"][i]), "is_anomalous": int(out["is_anomalous"][i]),
+                        "defect_area": int(out["defect_area"][i]), "status": "ok"})
+    return records
 
 
 def to_csv(records) -> str:
-    """The same columns and number format as `keras-ad score`'s scores.csv."""
+    """The same columns and number format as `keras-ad score`'s scores.csv; an unreadable file's row has
+    empty outputs and its reason in `status`."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["path", "score", "is_anomalous", "defect_area"])
+    writer.writerow(["path", "score", "is_anomalous", "defect_area", "status"])
     for r in records:
-        writer.writerow([r["path"], f"{r['score']:.8g}", r["is_anomalous"], r["defect_area"]])
+        score = "" if r["score"] is None else f"{r['score']:.8g}"
+        writer.writerow([r["path"], score, _blank(r["is_anomalous"]), _blank(r["defect_area"]), r["status"]])
     return buffer.getvalue()
+
+
+def _blank(value):
+    return "" if value is None else value
+
+
+def report_failures(records) -> int:
+    """Name every input that could not be scored on stderr; the exit code: 1 if any, else 0."""
+    failed = [r for r in records if r["status"] != "ok"]
+    for r in failed:
+        print(f"error: {r['path']}: {r['status']}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {len(records)} inputs could not be scored (status column); exit code 1",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def within_tolerance(name: str, value, expected, tolerance: dict) -> tuple[bool, float]:
@@ -211,6 +314,15 @@ def check_parity(scorer: DeviceScorer, parity_path: str) -> list[str]:
               f"{'ok' if ok else 'DRIFTED'}")
         if not ok:
             drifted.append(name)
+    # decisions: a quantised model's tolerance on the score can be close to its threshold, so compare
+    # the calls too, against the agreement measured at export on the same images (one may flip)
+    same = float(np.mean(out["is_anomalous"] == stored[parity_key(variant, "is_anomalous")]))
+    at_export = artefact.get("check_decision_agreement")
+    ok = at_export is None or same >= at_export - 1.0 / len(stored["images"]) - 1e-9
+    print(f"{'decisions':12s} {same:.1%} the same as Keras on {len(stored['images'])} images"
+          + (f" (at export {at_export:.1%})" if at_export is not None else "") + f" {'ok' if ok else 'DRIFTED'}")
+    if not ok:
+        drifted.append("is_anomalous")
     return drifted
 
 
@@ -253,6 +365,8 @@ def main(argv=None) -> int:
     parser.add_argument("--camera", help="score frames of this OpenCV camera index or stream URL")
     parser.add_argument("--frames", type=int, default=0, help="with --camera: stop after N frames (0: never)")
     parser.add_argument("--check", action="store_true", help=f"compare with the Keras outputs in {PARITY_FILE}")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="score a model whose SHA-256 differs from metadata.json's (re-quantised on purpose)")
     parser.add_argument("--threads", type=int, help="CPU threads for the runtime (default: its own choice)")
     parser.add_argument("--timing", action="store_true", help="print the scoring time per image to stderr")
     parser.add_argument("--onnx-providers", default="CPUExecutionProvider",
@@ -264,7 +378,8 @@ def main(argv=None) -> int:
             raise ValueError(f"{args.model}: no such model file")
         if args.out and os.path.exists(args.out):
             raise ValueError(f"{args.out}: exists; choose another --out")
-        scorer = DeviceScorer(args.model, args.metadata, args.threads, args.onnx_providers.split(","))
+        scorer = DeviceScorer(args.model, args.metadata, args.threads, args.onnx_providers.split(","),
+                              verify=not args.no_verify)
         if args.check:
             parity = os.path.join(os.path.dirname(os.path.abspath(args.model)), PARITY_FILE)
             drifted = check_parity(scorer, parity)
@@ -277,7 +392,8 @@ def main(argv=None) -> int:
             raise ValueError("give image files or folders, --camera or --check")
         paths = list_inputs(args.inputs)
         started = time.perf_counter()
-        records = rows(paths, scorer.score_files(paths, args.threshold))
+        kept, out, failed = scorer.score_files(paths, args.threshold)
+        records = rows(paths, out, failed)
         if args.timing:
             elapsed = time.perf_counter() - started
             print(f"scored {len(paths)} images in {elapsed:.2f} s ({1000 * elapsed / len(paths):.1f} ms/image, "
@@ -288,7 +404,7 @@ def main(argv=None) -> int:
                 f.write(text)
         else:
             sys.stdout.write(text)
-        return 0
+        return report_failures(records)
     except (ValueError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_ad.export.device import check_images
+
 # endpoint name -> (input dtype, takes a threshold input)
 ENDPOINTS = {
     "serving_default": (tf.uint8, False),
@@ -49,8 +51,24 @@ class ExportedScorer:
     def __init__(self, path: str, metadata: dict | None = None):
         self.path, self.metadata = path, metadata
         self._module = tf.saved_model.load(path)
+        # what the signatures take: [N, H, W, C] or a video model's [N, T, H, W, C], C fixed
+        spec = self._module.signatures["serving_default"].structured_input_signature[1]["images"]
+        self.clip_length = spec.shape[1] if spec.shape.rank == 5 else None
+        self.channels = spec.shape[-1]
+
+    @property
+    def threshold(self) -> float | None:
+        """The calibrated pixel threshold (metadata.json), as `Scorer.threshold`."""
+        return float(self.metadata["decision"]["pixel_threshold"]) if self.metadata else None
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """(height, width) of the maps, as `Scorer.image_shape`."""
+        return tuple(self.metadata["image_shape"]) if self.metadata else None
 
     def __call__(self, images, threshold=None) -> dict:
+        if tf.executing_eagerly():  # the checks of Scorer.__call__; the signatures fix the channels
+            images = check_images(images, self.clip_length, self.channels)
         images = tf.convert_to_tensor(images)
         uint8 = images.dtype == tf.uint8
         if not uint8:
