@@ -43,14 +43,14 @@ def load(path, variant: str = "default"):
         return ExportedScorer(folder, metadata)
 
     from keras_ad import detectors
-    from keras_ad.runs import WEIGHTS, Run
+    from keras_ad.runs import CONFIG, WEIGHTS, Run, load_weights
     from keras_ad.scoring import Scorer
 
     run = Run.open(path)
     cfg = run.config()
+    resume = f"keras-ad train --config {run.file(CONFIG)} --resume"
     if not os.path.isfile(run.file(WEIGHTS)):
-        raise UsageError(f"{run.path}: no trained weights ({WEIGHTS}); finish training first "
-                         f"(keras-ad train --config ... --resume)")
+        raise UsageError(f"{run.path}: no trained weights ({WEIGHTS}); finish training first ({resume})")
     detector = detectors.build(cfg)
-    detector.load_weights(run.file(WEIGHTS))
+    load_weights(detector, run.file(WEIGHTS), f"write it again from the last checkpoint: {resume}")
     return Scorer(detector, cfg, calibration=run.read_calibration(), variant=variant)

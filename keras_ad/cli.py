@@ -74,6 +74,7 @@ def train(config_path, overrides, overwrite, resume, no_evaluate, workers, worke
         cfg = config_lib.load(config_path, (*overrides, f"run.dir={cfg.run_dir}.worker{index}"))
         no_evaluate = True
     if resume:
+        cfg = _resume_in_place(config_path, overrides, cfg)
         _check_resume_config(cfg)
     run = Run.create(cfg, overwrite=overwrite, resume=resume)
     click.echo(f"run folder: {run.path}")
@@ -112,14 +113,30 @@ def _worker_index() -> int:
     return int(json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0))
 
 
+def _resume_in_place(config_path, overrides, cfg):
+    """`--config RUN/config.yaml --resume` resumes RUN where it is now, even when the run was moved or
+    copied and its config still names the old run.dir (an explicit --set run.dir=... wins)."""
+    from keras_ad import config as config_lib
+    from keras_ad.runs import CONFIG, Run
+
+    folder = os.path.dirname(os.path.abspath(config_path))
+    if (os.path.basename(config_path) != CONFIG or not Run(folder).is_run
+            or any(o.split("=", 1)[0].strip() == "run.dir" for o in overrides)
+            or os.path.abspath(cfg.run_dir) == folder):
+        return cfg
+    return config_lib.load(config_path, (*overrides, f"run.dir={json.dumps(folder)}"))
+
+
 def _check_resume_config(cfg):
-    """A resumed run keeps its data and model; only train.epochs may change."""
+    """A resumed run keeps its data and model; only train.epochs may change, and run.dir (a run moved or
+    copied elsewhere resumes where it is now)."""
     from keras_ad.runs import Run
 
     run = Run.open(cfg.run_dir)
     saved = run.config().to_dict()
     new = cfg.to_dict()
     saved["train"]["epochs"] = new["train"]["epochs"]
+    saved["run"]["dir"] = new["run"]["dir"]
     changed = [f"{s}.{k}" for s in new for k in new[s] if saved.get(s, {}).get(k) != new[s][k]]
     if changed:
         raise UsageError(f"{run.path}: --resume with a config that differs from the run's in "

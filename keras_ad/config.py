@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 
 import yaml
 
@@ -208,6 +209,30 @@ class Config:
         return self._values["run"]["dir"]
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter where a silent reading would mislead: a key given twice in one
+    mapping is an error (PyYAML keeps the last), and `1e6` or `5E-4` is a float (YAML 1.2), not a string."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (also on line {seen[key] + 1}); keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")  # 1e6, 2.5E-4 (YAML 1.1 wants a dot)
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+
+
+def parse_yaml(text: str):
+    """YAML text -> Python values, with the config's rules (see _ConfigLoader)."""
+    return yaml.load(text, Loader=_ConfigLoader)
+
+
 def load(path: str | os.PathLike, overrides=()) -> Config:
     """Read a YAML file, apply `key.path=value` overrides, validate, fill the paper's defaults."""
     path = os.fspath(path)
@@ -215,7 +240,9 @@ def load(path: str | os.PathLike, overrides=()) -> Config:
         raise ConfigError(path, "(file)", "no such config file; pass --config with a YAML file (see configs/)")
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+            raw = parse_yaml(f.read())
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, "(file)", f"not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(file)"
@@ -245,7 +272,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
         if len(parts) != 2 or not all(parts):
             raise ConfigError("--set", key, "expected section.key, e.g. data.root")
         try:
-            value = yaml.safe_load(text)
+            value = parse_yaml(text)
         except yaml.YAMLError:
             value = text
         section = raw.setdefault(parts[0], {})

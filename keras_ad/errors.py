@@ -19,5 +19,15 @@ class DataError(UsageError):
     """A data set file or folder is missing, empty, corrupt or inconsistent."""
 
 
+class DamagedFile(UsageError):
+    """A file keras_ad wrote (weights, a checkpoint) that no longer reads back: truncated, overwritten, moved."""
+
+
 class TrainingDiverged(UsageError):
     """A loss turned NaN or infinite: the hyper-parameters, not our bug; the last finite checkpoint stays."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line, for one-line reports of a library's long errors."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

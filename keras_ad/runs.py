@@ -25,6 +25,7 @@ WEIGHTS = "model.weights.h5"
 CALIBRATION = "calibration.json"
 CALIBRATION_ARRAYS = "calibration.npz"  # per-pixel map statistics (postprocess.normalize), beside the JSON
 REPORT = "report.json"
+HISTORY = "history.csv"
 
 
 def atomic_write(path, data: bytes | str):
@@ -63,6 +64,44 @@ def atomic_save(path, save_fn):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def load_weights(model, path, fix: str):
+    """`model.load_weights(path)`, or one UsageError line naming the damaged file and `fix`: a truncated or
+    foreign weights file otherwise surfaces as an h5py or zip traceback."""
+    from keras_ad.errors import DamagedFile, first_line
+
+    if not os.path.isfile(path):
+        raise DamagedFile(f"{path}: missing; {fix}")
+    try:
+        model.load_weights(path)
+    except Exception as e:  # OSError (h5py), ValueError (Keras: other layers), KeyError
+        raise DamagedFile(f"{path}: unreadable weights ({first_line(e)}); {fix}") from None
+
+
+def weights_damage(path) -> str | None:
+    """Why a weights file does not read back (missing, truncated, not HDF5), or None: every dataset is read."""
+    import h5py
+
+    from keras_ad.errors import first_line
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
+    except Exception as e:  # OSError and the like: h5py's errors for a file that is not whole
+        return first_line(e)
+    return None
+
+
+def remove_temporaries(folder):
+    """Delete the `.tmp-*` files and folders that a killed atomic write left in `folder` and its checkpoints."""
+    import shutil
+
+    for path in glob.glob(os.path.join(folder, ".tmp-*")) + glob.glob(os.path.join(folder, "checkpoints", ".tmp-*")):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
 
 
 def write_json(path, obj):
@@ -137,6 +176,7 @@ class Run:
             if not run.is_run:
                 raise UsageError(f"{run.path}: nothing to resume (not a keras_ad run); drop --resume to start a "
                                  f"new run")
+            remove_temporaries(run.path)  # half-written files of the killed process
         elif not ownership.is_empty(run.path):
             failed_start = run.is_run and not run.has_trained
             if not failed_start:

@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from keras_ad import detectors, plots
 from keras_ad.data import layouts, pipeline
-from keras_ad.runs import WEIGHTS, Run, atomic_save
+from keras_ad.errors import UsageError, first_line
+from keras_ad.runs import HISTORY, WEIGHTS, Run, atomic_save, atomic_write, load_weights, weights_damage
 
 
 def select_strategy(name: str):
@@ -60,9 +61,26 @@ def resolve_epochs(train_cfg, n_train, step_images):
 
 # ---------------------------------------------------------------- checkpoints
 def latest_checkpoint(run: Run):
-    """Newest complete checkpoint folder (they appear by atomic rename), or None."""
-    found = sorted(glob.glob(os.path.join(run.checkpoints, "epoch-*", "state.json")))
-    return os.path.dirname(found[-1]) if found else None
+    """Newest complete checkpoint folder, or None. Checkpoints appear by atomic rename, but a disk can
+    still damage one afterwards: a folder whose files do not all read back is reported and skipped."""
+    for folder in sorted(glob.glob(os.path.join(run.checkpoints, "epoch-*")), reverse=True):
+        problem = checkpoint_damage(folder)
+        if problem is None:
+            return folder
+        print(f"{folder}: damaged checkpoint ({problem}); trying the one before", file=sys.stderr, flush=True)
+    return None
+
+
+def checkpoint_damage(folder) -> str | None:
+    """What is wrong with a checkpoint folder's files (missing, truncated, unreadable), or None."""
+    try:
+        read_state(folder)
+        with np.load(os.path.join(folder, "optimizer.npz")) as arrays:
+            for key in arrays.files:
+                arrays[key]
+    except Exception as e:  # OSError, ValueError, zipfile.BadZipFile, JSONDecodeError, KeyError: all "damaged"
+        return first_line(e)
+    return weights_damage(os.path.join(folder, WEIGHTS))
 
 
 def save_checkpoint(run: Run, model, epoch: int, phase: int, keep: int):
@@ -81,7 +99,7 @@ def save_checkpoint(run: Run, model, epoch: int, phase: int, keep: int):
 
 
 def restore_checkpoint(folder, model, restore_optimizer: bool):
-    model.load_weights(os.path.join(folder, WEIGHTS))
+    load_weights(model, os.path.join(folder, WEIGHTS), "delete this checkpoint folder and --resume from the one before")
     if restore_optimizer:
         values = np.load(os.path.join(folder, "optimizer.npz"))
         for var, key in zip(_optimizer_variables(model), sorted(values.files, key=lambda k: int(k.split("_")[1]))):
@@ -114,7 +132,6 @@ class RunLogger(keras.callbacks.Callback):
         done = epoch + 1
         logs = logs or {}
         check_finite(done, logs)  # before the checkpoint: the last one on disk stays finite
-        save_checkpoint(self.run, self.model, done, self.phase, self.cfg.train.keep_checkpoints)
         with self.writer.as_default(step=done):
             for key, value in logs.items():
                 tf.summary.scalar(key, _scalar(value))
@@ -122,7 +139,10 @@ class RunLogger(keras.callbacks.Callback):
             panels = {k: np.asarray(v) for k, v in self.model.sample_panels(self.samples).items()}
             atomic_save(self.run.file("samples", f"epoch-{done:05d}.png"),
                         lambda p: plots.image_grid(panels, p, title=f"epoch {done}"))
-        _append_history(self.run.file("history.csv"), done, logs)
+        # the epoch's row and grid before its checkpoint: a kill in between repeats the epoch on --resume,
+        # which first drops the rows after the checkpoint it resumes from (trim_history)
+        _append_history(self.run.file(HISTORY), done, logs)
+        save_checkpoint(self.run, self.model, done, self.phase, self.cfg.train.keep_checkpoints)
         elapsed = time.time() - self.t0
         eta = elapsed / max(done - self.e0, 1) * (self.total - done)
         metrics = "  ".join(f"{k} {_scalar(v):.5f}" for k, v in logs.items())
@@ -139,6 +159,48 @@ def check_finite(epoch: int, logs: dict) -> None:
         raise TrainingDiverged(f"epoch {epoch}: {values}: training diverged; the checkpoints of epochs before "
                                f"{epoch} are kept; lower train.learning_rate and train again (--overwrite), or "
                                f"--resume from the last finite checkpoint")
+
+
+def trim_history(path, epoch: int):
+    """Keep the header and the rows of epochs up to `epoch` (the checkpoint a resumed run starts from)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    kept = lines[:1] + [row for row in lines[1:] if row.split(",")[0].isdigit() and int(row.split(",")[0]) <= epoch]
+    if kept != lines:
+        atomic_write(path, "\n".join(kept) + "\n")
+
+
+COLLAPSE_SPREAD = 0.01  # a generated panel varies < 1 % as much as its inputs across images: collapsed
+
+
+def collapsed_panels(panels: dict) -> dict[str, tuple[float, float]]:
+    """{panel: (its spread, the inputs' spread)} for the generated panels (reconstructions, samples) that
+    hardly change from one image to the next while the inputs do: a collapsed generator or decoder, whose
+    anomaly map then follows the input rather than the defect. Spread: the mean over pixels of the std
+    across images."""
+    inputs = next((np.asarray(v) for k, v in panels.items() if k.startswith("input")), None)
+    if inputs is None or len(inputs) < 2:
+        return {}
+    reference = float(np.asarray(inputs, np.float64).std(axis=0).mean())
+    found = {}
+    for name, value in panels.items():
+        if name.startswith("input") or "map" in name:
+            continue
+        spread = float(np.asarray(value, np.float64).std(axis=0).mean())
+        if spread < COLLAPSE_SPREAD * reference:
+            found[name] = (spread, reference)
+    return found
+
+
+def warn_if_collapsed(model, samples) -> None:
+    """One warning line per collapsed panel of the trained model (collapsed_panels): it still scores."""
+    for name, (spread, reference) in collapsed_panels(model.sample_panels(samples)).items():
+        print(f"warning: the trained model looks collapsed: its {name} is almost the same for every sample "
+              f"image (spread {spread:.2g} against the inputs' {reference:.2g}), so its map follows the input, "
+              f"not the defect; train longer, lower train.learning_rate or change train.seed", file=sys.stderr,
+              flush=True)
 
 
 def _append_history(path, epoch, logs):
@@ -190,9 +252,13 @@ def train(cfg, run: Run, resume: bool = False):
     state = None
     checkpoint = latest_checkpoint(run) if resume else None
     start = 0
+    if resume and not checkpoint:
+        raise UsageError(f"{run.checkpoints}: no complete checkpoint to resume from; start the run again with "
+                         f"--overwrite")
     if checkpoint:
         state = read_state(checkpoint)
         start = state["epoch"]
+        trim_history(run.file(HISTORY), start)
         print(f"resuming from {checkpoint} (epoch {start})", flush=True)
 
     phases = model.training_phases(epochs, cfg.train.learning_rate, cfg.train.lr_decay)
@@ -223,7 +289,8 @@ def train(cfg, run: Run, resume: bool = False):
     if checkpoint:  # training had already finished: take the last weights
         restore_checkpoint(checkpoint, model, restore_optimizer=False)
     atomic_save(run.file(WEIGHTS), model.save_weights)
+    warn_if_collapsed(model, samples)
     if cfg.train.precision != "float32":  # calibration, evaluation and exports use the float32 model
         model = detectors.build(cfg)
-        model.load_weights(run.file(WEIGHTS))
+        load_weights(model, run.file(WEIGHTS), "train again")
     return model

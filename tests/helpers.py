@@ -3,6 +3,9 @@ training step on one device and under MirroredStrategy. Import with `from helper
 
 import importlib.util
 import os
+import subprocess
+import sys
+import textwrap
 
 import tensorflow as tf
 import yaml
@@ -161,3 +164,19 @@ def write_roi_mask(path, shape=ROI_MASK_SHAPE):
 def write_config(path, cfg_dict):
     path.write_text(yaml.safe_dump(cfg_dict))
     return path
+
+
+def device_command(script, *args):
+    """Run the device scorer with tensorflow, keras and keras_ad imports made impossible."""
+    bootstrap = textwrap.dedent(f"""
+        import runpy, sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tensorflow", "keras", "keras_ad", "tf2onnx"):
+                    raise ImportError("blocked on the device: " + name)
+        sys.meta_path.insert(0, Block())
+        sys.argv = {[str(script), *map(str, args)]!r}
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    """)
+    return subprocess.run([sys.executable, "-c", bootstrap], capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(str(script)))

@@ -82,6 +82,28 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         config.load(tmp_path / "missing.yaml")
 
 
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        config.load(_write(tmp_path, "train:\n  epochs: 3\n  batch_size: 4\n  epochs: 30\n"))
+    assert str(error.value) == (f"{tmp_path / 'c.yaml'}: line 4: not valid YAML: 'epochs' is given twice "
+                                f"(also on line 2); keep one")
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("run:\n  dir: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text .*; save the config as UTF-8"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("text, value", [("1e-4", 1e-4), ("2E-4", 2e-4), ("1.5e-3", 1.5e-3), ("1", 1.0)])
+def test_exponent_floats_are_floats_in_files_and_flags(tmp_path, text, value):
+    """PyYAML (YAML 1.1) reads 1e-4 as a string; a learning rate written so must still be a float."""
+    from_file = config.load(_write(tmp_path, f"data: {{root: /x}}\ntrain: {{learning_rate: {text}}}\n"))
+    from_flag = config.load(_write(tmp_path, "data: {root: /x}\n"), [f"train.learning_rate={text}"])
+    assert from_file.train.learning_rate == from_flag.train.learning_rate == value
+
+
 def test_readme_config_reference_is_the_generated_one():
     import os
 

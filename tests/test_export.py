@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from helpers import TINY_DETECTORS, TINY_PROTOCOLS
+from helpers import TINY_DETECTORS, TINY_PROTOCOLS, device_command
 
 import keras_ad
 from keras_ad.cli import main
@@ -148,28 +148,12 @@ def test_int8_quantises_the_network_and_keeps_the_post_processing_in_float(expor
     assert all(dtype != "int8" for name, dtype in ops if name in ("TOPK_V2", "SQUARED_DIFFERENCE"))
 
 
-def _device_command(script, *args):
-    """Run the device scorer with tensorflow, keras and keras_ad imports made impossible."""
-    bootstrap = textwrap.dedent(f"""
-        import runpy, sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("tensorflow", "keras", "keras_ad", "tf2onnx"):
-                    raise ImportError("blocked on the device: " + name)
-        sys.meta_path.insert(0, Block())
-        sys.argv = {[str(script), *map(str, args)]!r}
-        runpy.run_path(sys.argv[0], run_name="__main__")
-    """)
-    return subprocess.run([sys.executable, "-c", bootstrap], capture_output=True, text=True, timeout=300,
-                          cwd=os.path.dirname(str(script)))
-
-
 @pytest.mark.parametrize("model", ["model_fp32.tflite", "model.onnx"])
 def test_device_scorer_without_tensorflow_matches_keras_ad_score(exported, tiny_data, tmp_path, model):
     """Image files scored on the device and by `keras-ad score` agree; the parity check passes there (a
     video model: the check on its stored clips)."""
     run, out, _ = exported
-    check = _device_command(out / "keras_ad_device.py", "--model", out / model, "--check")
+    check = device_command(out / "keras_ad_device.py", "--model", out / model, "--check")
     assert check.returncode == 0 and "parity: ok" in check.stdout, check.stdout + check.stderr
     if keras_ad.load(run).detector.clip_length:
         return
@@ -177,7 +161,7 @@ def test_device_scorer_without_tensorflow_matches_keras_ad_score(exported, tiny_
     variant = json.loads((out / "metadata.json").read_text())["artefacts"][model]["variant"]
     host = invoke("score", "--run", run, folder, "--out", tmp_path / "host", "--no-overlays", "--variant", variant)
     assert host.exit_code == 0, host.output
-    proc = _device_command(out / "keras_ad_device.py", "--model", out / model, folder, "--format", "csv",
+    proc = device_command(out / "keras_ad_device.py", "--model", out / model, folder, "--format", "csv",
                            "--out", tmp_path / "device.csv")
     assert proc.returncode == 0, proc.stderr
     host_rows = list(csv.DictReader(open(tmp_path / "host" / "scores.csv")))
@@ -197,11 +181,11 @@ def test_device_scorer_refuses_a_model_that_is_not_the_exported_one(exported, tm
     shutil.copytree(out, copy)
     with open(copy / "model_fp32.tflite", "ab") as f:
         f.write(b"\0")  # a flatbuffer with a trailing byte still loads: only the digest tells
-    proc = _device_command(copy / "keras_ad_device.py", "--model", copy / "model_fp32.tflite", "--check")
+    proc = device_command(copy / "keras_ad_device.py", "--model", copy / "model_fp32.tflite", "--check")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     [line] = proc.stderr.strip().splitlines()
     assert "SHA-256 differs" in line and "--no-verify" in line
-    unverified = _device_command(copy / "keras_ad_device.py", "--model", copy / "model_fp32.tflite", "--check",
+    unverified = device_command(copy / "keras_ad_device.py", "--model", copy / "model_fp32.tflite", "--check",
                                  "--no-verify")
     assert unverified.returncode == 0 and "parity: ok" in unverified.stdout, unverified.stderr
 
@@ -214,13 +198,13 @@ def test_device_check_compares_decisions_with_the_agreement_measured_at_export(t
     assert result.exit_code in (0, 1), result.output  # the tiny run may lose AUROC: not under test here
     metadata = json.loads((out / "metadata.json").read_text())
     at_export = metadata["artefacts"]["model_int8.tflite"]["check_decision_agreement"]
-    check = _device_command(out / "keras_ad_device.py", "--model", out / "model_int8.tflite", "--check")
+    check = device_command(out / "keras_ad_device.py", "--model", out / "model_int8.tflite", "--check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"(at export {at_export:.1%}) ok" in check.stdout
     stored = dict(np.load(out / device.PARITY_FILE))
     stored["is_anomalous"] = ~stored["is_anomalous"]  # Keras' calls, all flipped
     np.savez(out / device.PARITY_FILE, **stored)
-    flipped = _device_command(out / "keras_ad_device.py", "--model", out / "model_int8.tflite", "--check")
+    flipped = device_command(out / "keras_ad_device.py", "--model", out / "model_int8.tflite", "--check")
     assert flipped.returncode == 1 and "parity: FAILED (is_anomalous)" in flipped.stdout, flipped.stdout
 
 
@@ -234,7 +218,7 @@ def test_a_corrupt_file_is_reported_and_the_others_are_scored(trained_run, tiny_
     assert host.exit_code == 1, host.output
     out = tmp_path / "export"
     assert invoke("export", "--run", trained_run, "--format", "onnx", "--out", out).exit_code == 0
-    proc = _device_command(out / "keras_ad_device.py", "--model", out / "model.onnx", folder, "--format", "csv",
+    proc = device_command(out / "keras_ad_device.py", "--model", out / "model.onnx", folder, "--format", "csv",
                            "--out", tmp_path / "device.csv")
     assert proc.returncode == 1 and f"error: {folder / 'broken.png'}: unreadable" in proc.stderr, proc.stderr
     for table in (tmp_path / "host" / "scores.csv", tmp_path / "device.csv"):
@@ -246,7 +230,7 @@ def test_a_corrupt_file_is_reported_and_the_others_are_scored(trained_run, tiny_
 
 def test_device_scorer_bad_input_is_one_line(exported, tmp_path):
     _, out, _ = exported
-    proc = _device_command(out / "keras_ad_device.py", "--model", out / "model.onnx", tmp_path / "missing.png")
+    proc = device_command(out / "keras_ad_device.py", "--model", out / "model.onnx", tmp_path / "missing.png")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.png'}: no such file or folder"]
 

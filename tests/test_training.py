@@ -160,3 +160,71 @@ def test_a_non_finite_loss_stops_training_before_its_checkpoint():
         logger.on_epoch_end(2, {"loss": float("nan"), "val_loss": 0.3, "d_loss": float("inf")})
     message = str(error.value)
     assert message.startswith("epoch 3: d_loss inf, loss nan: training diverged") and "\n" not in message
+
+
+def _resume(run, *extra):
+    return CliRunner().invoke(main, ["train", "--config", str(run / "config.yaml"), "--resume", "--no-evaluate",
+                                     *extra])
+
+
+def test_resume_skips_a_damaged_checkpoint_cleans_up_and_keeps_one_history_row_per_epoch(run_copy):
+    """A copied run resumes where it is; the newest checkpoint, damaged after it was written, is reported
+    and the one before is used; a killed write's .tmp-* files go; the history row of the epoch that ran
+    after the kept checkpoint (written before its own checkpoint) is dropped and written once again."""
+    checkpoints = run_copy / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch-00001", "epoch-00002"]
+    (checkpoints / "epoch-00002" / "model.weights.h5").write_bytes(b"truncated")
+    (run_copy / ".tmp-99-model.weights.h5").write_bytes(b"half")
+    (checkpoints / ".tmp-epoch-00003").mkdir()
+    result = _resume(run_copy, "--set", "train.epochs=3")
+    assert result.exit_code == 0, result.output
+    assert f"{checkpoints / 'epoch-00002'}: damaged checkpoint (" in result.output
+    assert f"resuming from {checkpoints / 'epoch-00001'} (epoch 1)" in result.output
+    assert not list(run_copy.glob(".tmp-*")) and not list(checkpoints.glob(".tmp-*"))
+    epochs = [row.split(",")[0] for row in (run_copy / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2", "3"]
+    assert keras_ad_load(run_copy)  # the final weights were written by this run, in this folder
+
+
+def test_resume_without_a_checkpoint_is_one_line(run_copy):
+    import shutil
+
+    shutil.rmtree(run_copy / "checkpoints")
+    result = _resume(run_copy)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (f"error: {run_copy / 'checkpoints'}: no complete checkpoint "
+                                                       f"to resume from; start the run again with --overwrite")
+
+
+def test_damaged_final_weights_are_one_line_and_resume_writes_them_again(run_copy, tiny_data, tmp_path):
+    (run_copy / "model.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # a truncated HDF5 file
+    for command in (["evaluate", "--run", run_copy], ["score", "--run", run_copy, tiny_data / "test" / "good",
+                                                     "--out", tmp_path / "scores"],
+                    ["export", "--run", run_copy, "--format", "onnx", "--out", tmp_path / "export"]):
+        result = CliRunner().invoke(main, [str(c) for c in command])
+        assert result.exit_code == 2, (command[0], result.output)
+        last = result.output.strip().splitlines()[-1]
+        assert last.startswith(f"error: {run_copy / 'model.weights.h5'}: unreadable weights (") and \
+            last.endswith(f"keras-ad train --config {run_copy / 'config.yaml'} --resume"), last
+    assert not (tmp_path / "export").exists()
+    result = _resume(run_copy)
+    assert result.exit_code == 0, result.output
+    assert keras_ad_load(run_copy)
+
+
+def keras_ad_load(run):
+    import keras_ad
+
+    scores = keras_ad.load(run)(np.zeros((1, 32, 32, 3), np.uint8))["score"].numpy()
+    return bool(np.isfinite(scores).all())
+
+
+def test_collapsed_generators_are_found_from_their_panels():
+    from keras_ad.training import collapsed_panels
+
+    inputs = np.random.default_rng(0).random((4, 8, 8, 3))
+    panels = {"input": inputs, "reconstruction": inputs * 0.9, "anomaly map": np.zeros((4, 8, 8))}
+    assert collapsed_panels(panels) == {}
+    constant = {**panels, "reconstruction": np.broadcast_to(inputs[:1] * 0.5, inputs.shape)}
+    assert list(collapsed_panels(constant)) == ["reconstruction"]
+    assert collapsed_panels({"input": inputs[:1], "reconstruction": inputs[:1]}) == {}  # one image: no spread

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import warnings
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -55,7 +55,8 @@ def read_many(paths, reader, skip_unreadable=False, workers=None, failed=None):
                 return None
             if not skip_unreadable:
                 raise
-            warnings.warn(f"skipped: {e}", stacklevel=2)
+            what = str(e).split("; ", 1)[0]  # the file and the reason, without the fix it is already taking
+            print(f"warning: skipped {what} (data.skip_unreadable)", file=sys.stderr, flush=True)
             return None
 
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:

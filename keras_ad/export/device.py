@@ -173,13 +173,23 @@ class DeviceScorer:
         artefact = self.metadata.get("artefacts", {}).get(os.path.basename(model_path), {})
         # a quantised model carries its own threshold, calibrated on its own validation maps
         self.default_threshold = float(artefact.get("pixel_threshold", self.metadata["decision"]["pixel_threshold"]))
+        if not model_path.endswith((".tflite", ".onnx")):
+            raise ValueError(f"{model_path}: expected a .tflite or .onnx file")
+        try:
+            self._open_runtime(model_path, num_threads, onnx_providers)
+        except Exception as e:  # each runtime has its own error types for a file that is not its model
+            message = " ".join(str(e).split()) or type(e).__name__
+            raise ValueError(f"{model_path}: the runtime cannot load it ({message[:200]}); copy the exported "
+                             f"file again (metadata.json records its SHA-256)") from None
+
+    def _open_runtime(self, model_path, num_threads, onnx_providers):
         if model_path.endswith(".tflite"):
             from ai_edge_litert.interpreter import Interpreter
 
             self._interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
             self._runner = self._interpreter.get_signature_runner("score_with_threshold")
             self._run = self._run_tflite
-        elif model_path.endswith(".onnx"):
+        else:
             import onnxruntime
 
             options = onnxruntime.SessionOptions()
@@ -188,8 +198,6 @@ class DeviceScorer:
             self._session = onnxruntime.InferenceSession(model_path, options, providers=list(onnx_providers))
             self._names = [o.name for o in self._session.get_outputs()]
             self._run = self._run_onnx
-        else:
-            raise ValueError(f"{model_path}: expected a .tflite or .onnx file")
 
     def _run_tflite(self, images, threshold):
         return self._runner(images=images, threshold=threshold)
@@ -199,6 +207,9 @@ class DeviceScorer:
         return dict(zip(self._names, values))
 
     def __call__(self, images, threshold: float | None = None) -> dict:
+        if threshold is not None and not np.isfinite(threshold):
+            raise ValueError(f"threshold {threshold}: expected a finite number (the calibrated one is "
+                             f"{self.default_threshold:g})")
         images = np.ascontiguousarray(to_uint8(check_images(images, self.clip_length, self.channels)))
         t = np.asarray([self.default_threshold if threshold is None else threshold], np.float32).reshape(1)
         out = self._run(images, t)
@@ -374,6 +385,8 @@ def main(argv=None) -> int:
                              "TensorrtExecutionProvider,CUDAExecutionProvider on a Jetson")
     args = parser.parse_args(argv)
     try:
+        if args.threshold is not None and not np.isfinite(args.threshold):
+            raise ValueError(f"--threshold {args.threshold}: expected a finite number")
         if not os.path.isfile(args.model):
             raise ValueError(f"{args.model}: no such model file")
         if args.out and os.path.exists(args.out):
