@@ -94,10 +94,12 @@ def weights_damage(path) -> str | None:
 
 
 def remove_temporaries(folder):
-    """Delete the `.tmp-*` files and folders that a killed atomic write left in `folder` and its checkpoints."""
+    """Delete the `.tmp-*` files and folders that a killed atomic write left in run `folder` and in the
+    sub-folders the run writes atomically (checkpoints, samples, plots); a user's own folders are not searched."""
     import shutil
 
-    for path in glob.glob(os.path.join(folder, ".tmp-*")) + glob.glob(os.path.join(folder, "checkpoints", ".tmp-*")):
+    places = [folder] + [os.path.join(folder, sub) for sub in ("checkpoints", "samples", "plots")]
+    for path in [p for place in places for p in glob.glob(os.path.join(place, ".tmp-*"))]:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
