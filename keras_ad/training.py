@@ -139,6 +139,8 @@ class RunLogger(keras.callbacks.Callback):
             panels = {k: np.asarray(v) for k, v in self.model.sample_panels(self.samples).items()}
             atomic_save(self.run.file("samples", f"epoch-{done:05d}.png"),
                         lambda p: plots.image_grid(panels, p, title=f"epoch {done}"))
+            if done == self.total:  # the trained model's panels, drawn here anyway
+                warn_if_collapsed(panels)
         # the epoch's row and grid before its checkpoint: a kill in between repeats the epoch on --resume,
         # which first drops the rows after the checkpoint it resumes from (trim_history)
         _append_history(self.run.file(HISTORY), done, logs)
@@ -194,9 +196,9 @@ def collapsed_panels(panels: dict) -> dict[str, tuple[float, float]]:
     return found
 
 
-def warn_if_collapsed(model, samples) -> None:
+def warn_if_collapsed(panels: dict) -> None:
     """One warning line per collapsed panel of the trained model (collapsed_panels): it still scores."""
-    for name, (spread, reference) in collapsed_panels(model.sample_panels(samples)).items():
+    for name, (spread, reference) in collapsed_panels(panels).items():
         print(f"warning: the trained model looks collapsed: its {name} is almost the same for every sample "
               f"image (spread {spread:.2g} against the inputs' {reference:.2g}), so its map follows the input, "
               f"not the defect; train longer, lower train.learning_rate or change train.seed", file=sys.stderr,
@@ -289,7 +291,6 @@ def train(cfg, run: Run, resume: bool = False):
     if checkpoint:  # training had already finished: take the last weights
         restore_checkpoint(checkpoint, model, restore_optimizer=False)
     atomic_save(run.file(WEIGHTS), model.save_weights)
-    warn_if_collapsed(model, samples)
     if cfg.train.precision != "float32":  # calibration, evaluation and exports use the float32 model
         model = detectors.build(cfg)
         load_weights(model, run.file(WEIGHTS), "train again")

@@ -184,7 +184,7 @@ def test_resume_skips_a_damaged_checkpoint_cleans_up_and_keeps_one_history_row_p
     assert not list(run_copy.glob(".tmp-*")) and not list(run_copy.glob("*/.tmp-*"))
     epochs = [row.split(",")[0] for row in (run_copy / "history.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2", "3"]
-    assert keras_ad_load(run_copy)  # the final weights were written by this run, in this folder
+    assert scores_finitely(run_copy)  # the final weights were written by this run, in this folder
 
 
 def test_resume_without_a_checkpoint_is_one_line(run_copy):
@@ -210,10 +210,11 @@ def test_damaged_final_weights_are_one_line_and_resume_writes_them_again(run_cop
     assert not (tmp_path / "export").exists()
     result = _resume(run_copy)
     assert result.exit_code == 0, result.output
-    assert keras_ad_load(run_copy)
+    assert scores_finitely(run_copy)
 
 
-def keras_ad_load(run):
+def scores_finitely(run):
+    """True when keras_ad.load(run) loads the run's weights and scores an image to a finite value."""
     import keras_ad
 
     scores = keras_ad.load(run)(np.zeros((1, 32, 32, 3), np.uint8))["score"].numpy()
