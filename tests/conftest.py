@@ -4,10 +4,15 @@ A test that asks for a trained run or the two-replica strategy is marked `slow` 
 `pytest -m "not slow"`, never trains through the CLI); tests that train in their own body carry the
 mark themselves.
 
+The suite runs in two pytest-xdist worker processes (setup.cfg). What is costly to make (the data sets,
+the tiny trained runs) is made once for the whole session by whichever worker asks first (`shared_folder`)
+and read by both; tests that share a module-scoped export run on one worker (`xdist_group`).
+
 TensorFlow sees two logical CPU devices (set here, before it initialises) so that MirroredStrategy
 can be tested on a machine without GPUs.
 """
 
+import fcntl
 import os
 import shutil
 
@@ -23,10 +28,48 @@ tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceCon
 SLOW_FIXTURES = {"train_tiny", "trained_run", "run_copy", "two_replicas"}
 
 
+# module-scoped fixtures that export a model: their module's tests run on one worker (per detector
+# for the export suite), so each export is made once
+GROUPED_MODULES = {"test_export.py", "test_bad_inputs.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if item.path.name in GROUPED_MODULES:
+            param = getattr(getattr(item, "callspec", None), "params", {}).get("exported", "")
+            item.add_marker(pytest.mark.xdist_group(f"{item.path.stem}-{param}"))
+
+
+def pytest_collection_finish(session):
+    """A worker whose grouped tests lost their group would export each model twice, silently (pytest 9.2
+    with pytest-xdist 3.8, xdist issue #1386): refuse to run instead."""
+    if session.config.getoption("loadgroup", False):
+        lost = [item.nodeid for item in session.items
+                if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        if lost:
+            raise pytest.UsageError(f"pytest-xdist did not group {lost[0]}: install the pytest of requirements.txt")
+
+
+def shared_folder(tmp_path_factory, name, make):
+    """The folder `name`, made by `make(folder)` once per test session: the first worker process to
+    ask makes it under an exclusive lock, the others wait and reuse it (every worker's temporary root
+    sits in one session folder). Tests read it; a test that writes copies it first."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / "shared" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder.parent / f"{name}.done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder.parent / f"{name}.done").touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +94,10 @@ def tiny_data(tmp_path_factory):
     """A small copy of the synthetic 'object' category (MVTec layout with masks), 128x128 RGB."""
     from keras_ad.data import synthetic
 
-    out = tmp_path_factory.mktemp("data")
-    synthetic.write(str(out), ["object"], n_train=40, n_test_good=6, n_per_defect=3)
-    return out / "object"
+    def make(folder):
+        synthetic.write(str(folder), ["object"], n_train=40, n_test_good=6, n_per_defect=3)
+
+    return shared_folder(tmp_path_factory, "data", make) / "object"
 
 
 from helpers import TINY_PROTOCOLS, VIDEO_DETECTORS, tiny_config_dict, write_config, write_roi_mask  # noqa: E402
@@ -69,7 +113,10 @@ def tiny_video(tmp_path_factory):
     """A small copy of the synthetic demo videos: 3 training and 2 test videos of 24 frames, 64x64 grey."""
     from keras_ad.data import synthetic_video
 
-    return synthetic_video.write(str(tmp_path_factory.mktemp("videos")), n_train=3, n_test=2, n_frames=24)
+    def make(folder):
+        synthetic_video.write(str(folder), n_train=3, n_test=2, n_frames=24)
+
+    return str(shared_folder(tmp_path_factory, "videos", make) / "video")
 
 
 @pytest.fixture(scope="session")
@@ -80,25 +127,22 @@ def train_tiny(tiny_data, tiny_video, tmp_path_factory):
 
     from keras_ad.cli import main
 
-    runs = {}
+    def make(folder, detector):
+        video = detector in VIDEO_DETECTORS
+        data = {"layout": "video", "root": tiny_video, "channels": 1, "val_fraction": 0.3} if video else {}
+        if detector in TINY_PROTOCOLS:
+            protocol = TINY_PROTOCOLS[detector]
+            postprocess = {**protocol["postprocess"], "roi_mask": str(write_roi_mask(folder / "roi.png"))}
+            cfg = tiny_config_dict(tiny_data, folder / "run", protocol["detector"], data=protocol["data"],
+                                   postprocess=postprocess)
+        else:
+            cfg = tiny_config_dict(tiny_data, folder / "run", detector, data=data)
+        config = write_config(folder / "tiny.yaml", cfg)
+        result = CliRunner().invoke(main, ["train", "--config", str(config)])
+        assert result.exit_code == 0, result.output
 
     def train(detector):
-        if detector not in runs:
-            folder = tmp_path_factory.mktemp(f"trained-{detector}")
-            video = detector in VIDEO_DETECTORS
-            data = {"layout": "video", "root": tiny_video, "channels": 1, "val_fraction": 0.3} if video else {}
-            if detector in TINY_PROTOCOLS:
-                protocol = TINY_PROTOCOLS[detector]
-                postprocess = {**protocol["postprocess"], "roi_mask": str(write_roi_mask(folder / "roi.png"))}
-                cfg = tiny_config_dict(tiny_data, folder / "run", protocol["detector"], data=protocol["data"],
-                                       postprocess=postprocess)
-            else:
-                cfg = tiny_config_dict(tiny_data, folder / "run", detector, data=data)
-            config = write_config(folder / "tiny.yaml", cfg)
-            result = CliRunner().invoke(main, ["train", "--config", str(config)])
-            assert result.exit_code == 0, result.output
-            runs[detector] = folder / "run"
-        return runs[detector]
+        return shared_folder(tmp_path_factory, f"trained-{detector}", lambda folder: make(folder, detector)) / "run"
 
     return train
 
