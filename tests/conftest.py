@@ -43,14 +43,13 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.xdist_group(f"{item.path.stem}-{param}"))
 
 
-def pytest_collection_finish(session):
-    """A worker whose grouped tests lost their group would export each model twice, silently (pytest 9.2
-    with pytest-xdist 3.8, xdist issue #1386): refuse to run instead."""
-    if session.config.getoption("loadgroup", False):
-        lost = [item.nodeid for item in session.items
-                if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
-        if lost:
-            raise pytest.UsageError(f"pytest-xdist did not group {lost[0]}: install the pytest of requirements.txt")
+def pytest_xdist_node_collection_finished(node, ids):
+    """Grouped tests that lost their group would export each model twice, silently (pytest 9.2 with
+    pytest-xdist 3.8, docs/stack.md#6-xdist): stop instead."""
+    grouped = [nodeid for nodeid in ids if nodeid.split("::")[0].rsplit("/", 1)[-1] in GROUPED_MODULES]
+    if node.config.getoption("dist") == "loadgroup" and grouped and not any("@" in nodeid for nodeid in grouped):
+        pytest.exit("pytest-xdist did not group the export tests (--dist loadgroup): install the pytest that "
+                    "requirements.txt pins", returncode=2)
 
 
 def shared_folder(tmp_path_factory, name, make):
