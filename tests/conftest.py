@@ -35,12 +35,23 @@ GROUPED_MODULES = {"test_export.py", "test_bad_inputs.py"}
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items):
+    groups = []
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        group = item.nodeid
         if item.path.name in GROUPED_MODULES:
-            param = getattr(getattr(item, "callspec", None), "params", {}).get("exported", "")
-            item.add_marker(pytest.mark.xdist_group(f"{item.path.stem}-{param}"))
+            group = f"{item.path.stem}-{getattr(getattr(item, 'callspec', None), 'params', {}).get('exported', '')}"
+            item.add_marker(pytest.mark.xdist_group(group))
+        groups.append(group)
+    # a group's tests next to each other (a stable sort on the group's first place), so that one process
+    # (`-n 0`) also makes each export once: a test that picks one export with indirect parametrisation
+    # is collected apart from the others
+    first = {}
+    for index, group in enumerate(groups):
+        first.setdefault(group, index)
+    rank = {id(item): first[group] for item, group in zip(items, groups)}
+    items.sort(key=lambda item: rank[id(item)])
 
 
 def pytest_xdist_node_collection_finished(node, ids):
