@@ -98,18 +98,20 @@ def device_scorer(scorer):
 def _build(scorer, run, data, formats, quantize, work) -> dict:
     saved_model = os.path.join(work, SAVEDMODEL_DIR)
     _log("writing SavedModel ...")
-    savedmodel.write(scorer, saved_model)
+    endpoints = savedmodel.write(scorer, saved_model)
     on_device = device_scorer(scorer)
     device_saved_model = saved_model
     artefacts = {}  # file name -> {"format", "quantize", "variant"}
     if "savedmodel" in formats:
         artefacts[SAVEDMODEL_DIR] = {"format": "savedmodel", "quantize": "none", "variant": scorer.variant}
+    if on_device is not scorer:  # TFLite converts from a SavedModel of the device variant; ONNX traces it
+        endpoints = None
     if "tflite" in formats:
         from keras_ad.export import tflite
 
-        if on_device is not scorer:  # TFLite converts from a SavedModel of the device variant
+        if on_device is not scorer:
             device_saved_model = os.path.join(work, f".{on_device.variant}_saved_model")
-            savedmodel.write(on_device, device_saved_model)
+            endpoints = savedmodel.write(on_device, device_saved_model)
         n_val = min(data.n_validation, N_INT8_CALIBRATION_IMAGES)
         good = [image[None] for image in data.images[:n_val]]
         for mode in quantize:
@@ -124,7 +126,7 @@ def _build(scorer, run, data, formats, quantize, work) -> dict:
 
         _log("converting to ONNX ...")
         with open(os.path.join(work, "model.onnx"), "wb") as f:
-            f.write(onnx.convert(on_device))
+            f.write(onnx.convert(on_device, endpoints and endpoints["score_with_threshold"]))
         artefacts["model.onnx"] = {"format": "onnx", "quantize": "none", "variant": on_device.variant}
 
     metadata = _metadata(scorer, run, artefacts)

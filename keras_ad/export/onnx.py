@@ -48,14 +48,16 @@ def _without_transpose_optimizer():
         yield
 
 
-def convert(scorer) -> bytes:
-    """The uint8 scoring graph with a `threshold` input (default: the calibrated one) as ONNX bytes."""
+def convert(scorer, function=None) -> bytes:
+    """The uint8 scoring graph with a `threshold` input (default: the calibrated one) as ONNX bytes.
+    `function`: that graph as a tf.function of this signature already traced (the SavedModel's
+    `score_with_threshold` endpoint), which saves tracing it again."""
     import onnx
     import onnxruntime
     import tf2onnx
 
     signature = input_signature(scorer, tf.uint8, with_threshold=True)
-    function = tf.function(scorer.graph, input_signature=signature)
+    function = function or tf.function(scorer.graph, input_signature=signature)
     log, tf2onnx_logger = _ErrorLog(), logging.getLogger("tf2onnx")
     tf2onnx_logger.addHandler(log)
     try:

@@ -35,14 +35,17 @@ def input_shape(scorer) -> list:
     return [None, *clip, None, None, scorer.channels]
 
 
-def write(scorer, path: str):
-    """Write the calibrated scoring graph with the endpoints of ENDPOINTS (uint8 0..255 or float 0..1 input)."""
+def write(scorer, path: str) -> dict:
+    """Write the calibrated scoring graph with the endpoints of ENDPOINTS (uint8 0..255 or float 0..1 input);
+    returns {endpoint name: its tf.function}, traced by the write, for converters that take a function."""
     archive = keras.export.ExportArchive()
     archive.track(scorer.detector)
+    endpoints = {}
     for name, (dtype, with_threshold) in ENDPOINTS.items():
         fn = scorer.graph if with_threshold else (lambda images: scorer.graph(images))
-        archive.add_endpoint(name, fn, input_signature=input_signature(scorer, dtype, with_threshold))
+        endpoints[name] = archive.add_endpoint(name, fn, input_signature=input_signature(scorer, dtype, with_threshold))
     archive.write_out(path, verbose=False)
+    return endpoints
 
 
 class ExportedScorer:
