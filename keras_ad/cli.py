@@ -15,6 +15,8 @@ import click
 
 from keras_ad.errors import UsageError
 
+OVERLAYS = "overlays"  # keras-ad score's folder of overlay images, inside --out
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -157,7 +159,21 @@ def evaluate(run_dir):
 
     scorer = keras_ad.load(run.path)
     evaluation.evaluate_run(run, scorer.cfg, scorer)
-    click.echo(f"report: {run.file('report.md')}")
+    click.echo(f"report: {run.file('report.md')}, {run.file('report.html')}")
+
+
+@main.command()
+@_run_option
+@reports_usage_errors
+def report(run_dir):
+    """Rebuild the run's report.html from its files (metrics, plots, gallery); no TensorFlow needed."""
+    from keras_ad import html_report
+    from keras_ad.runs import Run
+
+    run = Run.open(run_dir)
+    if not os.path.isfile(run.file("report.json")):
+        raise UsageError(f"{run.path}: not evaluated yet; run keras-ad evaluate --run {run_dir} first")
+    click.echo(f"report: {html_report.write_run_report(run)}")
 
 
 @main.command()
@@ -186,6 +202,7 @@ def calibrate(run_dir, min_area):
               help="folder for scores.csv and overlays (default: <run>/scores)")
 @click.option("--overwrite", is_flag=True, help="replace the files of an existing --out folder")
 @click.option("--no-overlays", is_flag=True, help="write only the CSV")
+@click.option("--report", is_flag=True, help="also write report.html: the scored images as a gallery, sorted by score")
 @click.option("--variant", default="default", show_default=True,
               help="scoring graph of the detector: anogan also has 'edge' (encoder, no search: what its "
                    "TFLite and ONNX exports run)")
@@ -193,7 +210,7 @@ def calibrate(run_dir, min_area):
               help="video detectors: per-frame 0/1 labels (.npy or .txt) of the one video given, shaded in the "
                    "plot (found by themselves for a testing/frames/<video> folder of the video layout)")
 @reports_usage_errors
-def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant, labels):
+def score(run_dir, inputs, out_dir, overwrite, no_overlays, report, variant, labels):
     """Score image files or folders: scores.csv (path, score, is_anomalous, defect_area) and overlays.
     A video detector's run scores frame folders or video files: one row per frame and a score-over-time plot."""
     from keras_ad import ownership
@@ -207,16 +224,21 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant, labels):
     out_dir = os.path.abspath(out_dir or run.file("scores"))
     ownership.check_replaceable(out_dir, ownership.SCORES, overwrite, "--out", protected=(run.path, *inputs))
 
+    if report and no_overlays:
+        raise UsageError("--report shows the overlays: leave out --no-overlays")
+
     import numpy as np
 
     import keras_ad
-    from keras_ad import plots
     from keras_ad.data import pipeline
-    from keras_ad.runs import atomic_save, atomic_write
+    from keras_ad.runs import atomic_write
 
     scorer = keras_ad.load(run.path, variant)
     if not scorer.calibration:
         raise UsageError(f"{run.path}: not calibrated; run keras-ad calibrate --run {run_dir}")
+    if scorer.detector.clip_length and report:
+        raise UsageError("--report: a video detector's scores are plotted over time (plots/); the gallery is "
+                         "for images")
     if scorer.detector.clip_length:
         _score_videos(scorer, inputs, labels, out_dir)
         return
@@ -230,17 +252,16 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays, variant, labels):
     images, kept, _ = pipeline.load_images(paths, scorer.cfg.data, failed=failed)
     out = scorer.score_preprocessed(images)
     _start_scores_folder(out_dir)
-    records = device.rows(paths, out, failed)
+    names = {} if no_overlays else device.overlay_names(kept)
+    records = device.rows(paths, out, failed, names)
     atomic_write(os.path.join(out_dir, "scores.csv"), device.to_csv(records))
-    if not no_overlays:
-        vmax = max(scorer.calibration["pixel_threshold"] * 2, 1e-6)
-        for i, path in enumerate(kept):
-            stem = os.path.splitext(os.path.basename(path))[0]
-            item = {"image": images[i], "anomaly map": out["anomaly_map"][i],
-                    "predicted": out["anomaly_map"][i] > scorer.calibration["pixel_threshold"],
-                    "defect": "ANOMALOUS" if out["is_anomalous"][i] else "good", "score": float(out["score"][i])}
-            atomic_save(os.path.join(out_dir, f"{i:04d}_{stem}_overlay.png"),
-                        lambda p, item=item: plots.overlay_grid([item], p, vmax))
+    if names:  # the device scorer's --save-overlays draws the same files
+        device.save_overlays(os.path.join(out_dir, OVERLAYS), kept, out, scorer.threshold, scorer.channels,
+                             scorer.cfg.data.center_crop)
+    if report:
+        from keras_ad import html_report
+
+        html_report.write_scores_report(out_dir, records, run.name, OVERLAYS)
     flagged = int(np.sum(out["is_anomalous"]))
     click.echo(f"scored {len(kept)} images, {flagged} anomalous -> {os.path.join(out_dir, 'scores.csv')}")
     if device.report_failures(records):

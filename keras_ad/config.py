@@ -136,6 +136,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "evaluate": {
         "pro_fpr_limit": Field(0.3, float, low=0.01, high=1.0, doc="AUPRO integration limit (MVTec AD)"),
         "overlay_images": Field(12, int, low=0, high=200, doc="rows in the overlay grid"),
+        "gallery_images": Field(200, int, low=0, high=100000,
+                                doc="report.html's gallery: every test image up to this many, else the worst "
+                                    "of each kind (docs/report.md#gallery)"),
     },
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_ad import metrics, plots, reports, video_evaluation
+from keras_ad import gallery, html_report, metrics, plots, reports, video_evaluation
 from keras_ad.data import layouts, pipeline
 from keras_ad.reports import finish_calibration, fit_maps
 from keras_ad.runs import atomic_save
@@ -43,7 +43,9 @@ def fit_variant(scorer, cfg, variant, images, min_area) -> tuple[dict, np.ndarra
 def evaluate_run(run, cfg, scorer) -> dict:
     """Score the test split, compute the metrics overall and per defect type, write report.json/.md and plots."""
     if scorer.detector.clip_length:
-        return reports.write_report(run, video_evaluation.evaluate(run, cfg, scorer))
+        report = reports.write_report(run, video_evaluation.evaluate(run, cfg, scorer))
+        html_report.write_run_report(run)
+        return report
     files = layouts.discover(cfg.data, seed=cfg.train.seed)
     test = pipeline.load_test_set(files, cfg.data)
     out = scorer.score_preprocessed(test["images"])
@@ -65,7 +67,11 @@ def evaluate_run(run, cfg, scorer) -> dict:
     if variants:
         report["variants"] = {v: _variant_summary(scorer, cfg, v, test, fpr_limit) for v in variants}
     _plots(run, cfg, scorer, test, out, report)
-    return reports.write_report(run, report)
+    gallery.write(run, test, out, scorer.threshold, cfg.data.center_crop, cfg.data.channels,
+                  cfg.evaluate.gallery_images)
+    report = reports.write_report(run, report)
+    html_report.write_run_report(run)
+    return report
 
 
 def _variant_summary(scorer, cfg, variant, test, fpr_limit) -> dict:
@@ -87,8 +93,14 @@ def _plots(run, cfg, scorer, test, out, report):
         keep = (defects == defect) | (labels == 0)
         curves[defect] = (labels[keep], out["score"][keep])
     atomic_save(run.file("plots", "roc.png"), lambda p: plots.roc_curves(curves, p, "image ROC (AUROC)"))
+    decided = out.get("is_anomalous")
     atomic_save(run.file("plots", "score_histogram.png"),
-                lambda p: plots.score_histogram(out["score"], labels, p, report["f1_threshold"]))
+                lambda p: plots.score_histogram(out["score"], labels, p, report["f1_threshold"], decided=decided))
+    has_mask = test["has_mask"]
+    if np.isfinite(report["pixel_auroc"]):
+        atomic_save(run.file("plots", "pixel_curves.png"),
+                    lambda p: plots.pixel_curves(test["masks"][has_mask], out["anomaly_map"][has_mask],
+                                                 cfg.evaluate.pro_fpr_limit, p))
     rows = _pick_overlay_rows(defects, cfg.evaluate.overlay_images)
     if not rows:
         return

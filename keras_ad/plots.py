@@ -103,16 +103,53 @@ def roc_curves(curves: dict, path, title="ROC"):
     plt.close(fig)
 
 
-def score_histogram(scores, labels, path, threshold=None, title="image scores"):
+def score_histogram(scores, labels, path, threshold=None, title="image scores", decided=None):
+    """Good vs defective image scores. `decided`: the calibrated decision per image (a rug of ticks under
+    the bars: red = decided anomalous, the decision that is used); `threshold`: the F1-max score threshold,
+    for reference (dashed)."""
     scores, labels = np.asarray(scores), np.asarray(labels)
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(scores.min(), scores.max(), 40)
     ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="good")
     ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="defective")
-    if threshold is not None:
-        ax.axvline(threshold, color="k", ls="--", lw=1, label="F1-max threshold")
+    if threshold is not None and np.isfinite(threshold):
+        ax.axvline(threshold, color="k", ls="--", lw=1, label="F1-max score threshold (reference)")
+    if decided is not None:
+        decided = np.asarray(decided, bool)
+        transform = ax.get_xaxis_transform()  # x in data, y in axes fractions: ticks along the bottom
+        for flag, color, name in ((False, "0.45", "calibrated decision: good"),
+                                  (True, "red", "calibrated decision: anomalous")):
+            chosen = scores[decided == flag]
+            if chosen.size:
+                ax.plot(chosen, np.full(chosen.size, 0.03), "|", color=color, ms=12, mew=1.5, transform=transform,
+                        clip_on=False, label=name)
     ax.set(xlabel="score", ylabel="images", title=title)
-    ax.legend()
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
+
+
+def pixel_curves(masks, maps, fpr_limit, path):
+    """Pixel ROC (every pixel of the masked test images) and the PRO curve up to `fpr_limit` (AUPRO's range)."""
+    from sklearn.metrics import roc_curve as pixel_roc
+
+    from keras_ad.metrics import aupro, pixel_auroc, pro_curve
+
+    masks, maps = np.asarray(masks, bool), np.asarray(maps, np.float32)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    fpr, tpr, _ = pixel_roc(masks.ravel(), maps.ravel(), drop_intermediate=True)
+    axes[0].plot(fpr, tpr, label=f"pixel AUROC {pixel_auroc(masks, maps):.3f}")
+    axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
+    axes[0].set(xlabel="false positive rate (pixels)", ylabel="true positive rate (pixels)", title="pixel ROC")
+    curve = pro_curve(masks, maps)
+    if curve is not None:
+        keep = curve[0] <= fpr_limit
+        axes[1].plot(curve[0][keep], curve[1][keep], label=f"AUPRO@{fpr_limit:g} {aupro(masks, maps, fpr_limit):.3f}")
+    axes[1].set(xlabel="false positive rate (normal pixels)", ylabel="per-region overlap", xlim=(0, fpr_limit),
+                ylim=(0, 1.02), title="PRO curve")
+    for ax in axes:
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)

@@ -3,8 +3,11 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from PIL import Image
 import keras_ad
 from keras_ad.cli import main
 from keras_ad.data import synthetic
+from keras_ad.export import device
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +40,8 @@ def assert_usage_error(result, *words):
 def test_train_writes_a_complete_run(trained_run):
     for name in ("config.yaml", "model.weights.h5", "report.json", "report.md", "calibration.json",
                  "history.csv", "plots/roc.png", "plots/score_histogram.png", "plots/overlays.png",
-                 "plots/calibration.png", "samples/epoch-00002.png"):
+                 "plots/calibration.png", "plots/pixel_curves.png", "samples/epoch-00002.png", "report.html",
+                 "gallery/gallery.json"):
         assert (trained_run / name).is_file(), name
     assert list((trained_run / "logs").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == ["epoch-00001", "epoch-00002"]
@@ -59,6 +64,71 @@ def test_evaluate_reproduces_the_report(run_copy):
         assert after[key] == pytest.approx(before[key], abs=1e-6)
 
 
+
+class _Page(HTMLParser):
+    """What a report page refers to and holds: src/href values, table rows' first cells, gallery items."""
+
+    def __init__(self):
+        super().__init__()
+        self.links, self.first_cells, self.items, self._row = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.links += [attrs[k] for k in ("src", "href") if k in attrs]
+        if tag == "tr":
+            self._row = []
+        if tag == "div" and "item" in attrs.get("class", "").split():
+            self.items.append(attrs["data-tags"].split())
+
+    def handle_data(self, data):
+        if self._row is not None and data.strip():
+            self._row.append(data.strip())
+
+    def handle_endtag(self, tag):
+        if tag == "tr" and self._row:
+            self.first_cells.append(self._row[0])
+            self._row = None
+
+
+def test_report_html_shows_the_metrics_per_defect_and_a_gallery_of_every_test_image_offline(run_copy):
+    page = _Page()
+    page.feed((run_copy / "report.html").read_text())
+    report = json.loads((run_copy / "report.json").read_text())
+    assert all(not link.startswith(("http:", "https:", "//")) for link in page.links), page.links
+    assert all((run_copy / unquote(link)).is_file() for link in page.links), page.links  # every image is there
+    assert {"all", *report["per_defect"]} <= set(page.first_cells)
+    assert len(page.items) == report["n_images"]  # 21 test images, at most evaluate.gallery_images
+    rows = json.loads((run_copy / "gallery" / "gallery.json").read_text())
+    flagged = sum(r["flag"] == "false negative" for r in rows)
+    assert sum("fn" in tags for tags in page.items) == flagged
+    assert sum("kind-good" in tags for tags in page.items) == report["n_images"] - report["n_defective"]
+    before = (run_copy / "report.html").read_text()
+    (run_copy / "report.html").unlink()
+    result = invoke("report", "--run", run_copy)  # rebuilt from the run's files
+    assert result.exit_code == 0, result.output
+    assert (run_copy / "report.html").read_text() == before
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM and os.environ.get("CI") != "true",
+                    reason="Debian's chromium is not installed (.ci/run installs it; CI never skips this test)")
+def test_report_html_renders_in_headless_chromium(trained_run, tmp_path):
+    """The page as a browser draws it, with the network off: a screenshot that is not blank."""
+    screenshot = tmp_path / "report.png"
+    # the flags a closed machine needs: no background connections, a fresh profile, no sandbox as root
+    proc = subprocess.run([CHROMIUM or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
+                           "--window-size=1280,1600", f"--screenshot={screenshot}",
+                           (trained_run / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert screenshot.is_file(), proc.stderr[-2000:]
+    pixels = np.asarray(Image.open(screenshot).convert("RGB"))
+    assert pixels.shape[:2] == (1600, 1280)
+    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    assert colours > 200 and pixels.std() > 20, (colours, pixels.std())  # text, metric cards and plots drawn
+
 def test_calibrate_with_min_area_lowers_the_threshold(run_copy):
     before = json.loads((run_copy / "calibration.json").read_text())
     result = invoke("calibrate", "--run", run_copy, "--min-area", 6)
@@ -75,7 +145,8 @@ def test_score_folder_matches_the_python_api(run_copy, tiny_data, tmp_path):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(open(out / "scores.csv")))
     assert [os.path.basename(r["path"]) for r in rows] == sorted(os.listdir(folder))
-    assert len(list(out.glob("*_overlay.png"))) == len(rows)
+    assert [r["overlay"] for r in rows] == sorted(os.listdir(folder))  # named after the source file
+    assert all((out / "overlays" / r["overlay"]).is_file() for r in rows)
 
     scorer = keras_ad.load(run_copy)
     images = np.stack([np.asarray(Image.open(folder / name)) for name in sorted(os.listdir(folder))])
@@ -193,3 +264,23 @@ def test_a_broken_test_split_fails_before_the_first_training_step(tiny_data, tmp
     assert result.exit_code == 2, result.output
     assert words in result.output and "fix the test split before training" in result.output
     assert "epoch 1/" not in result.output and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_score_descends_into_sub_folders_once_each_with_an_overlay_and_a_gallery(run_copy, tiny_data, tmp_path):
+    """A test/ tree: every image once (a file also named directly is not scored twice), overlays at the
+    source's size under overlays/<sub-folder>/<name>, the CSV's overlay column, and --report's gallery."""
+    out = tmp_path / "scores"
+    again = tiny_data / "test" / "hole" / "000.png"
+    result = invoke("score", "--run", run_copy, tiny_data / "test", again, "--out", out, "--report")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(out / "scores.csv")))
+    expected = sorted(p.relative_to(tiny_data / "test").as_posix() for p in (tiny_data / "test").rglob("*.png"))
+    assert sorted(r["overlay"] for r in rows) == expected and len(rows) == len(expected)
+    for r in rows[:3]:
+        overlay = Image.open(out / "overlays" / r["overlay"])
+        source = Image.open(r["path"])
+        assert overlay.size == (source.width + device.COLOR_BAR, source.height)
+    page = (out / "report.html").read_text()
+    assert page.count('class="item') == len(rows) and "http" not in page.replace("http-equiv", "")
+    assert invoke("score", "--run", run_copy, again, "--out", tmp_path / "x", "--report",
+                  "--no-overlays").exit_code == 2

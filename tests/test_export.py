@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 from helpers import TINY_DETECTORS, TINY_PROTOCOLS, device_command
+from PIL import Image
 
 import keras_ad
 from keras_ad.cli import main
@@ -169,18 +170,23 @@ def test_device_scorer_without_tensorflow_matches_keras_ad_score(exported, tiny_
         return
     folder = tiny_data / "test" / "stain"
     variant = json.loads((out / "metadata.json").read_text())["artefacts"][model]["variant"]
-    host = invoke("score", "--run", run, folder, "--out", tmp_path / "host", "--no-overlays", "--variant", variant)
+    host = invoke("score", "--run", run, folder, "--out", tmp_path / "host", "--variant", variant)
     assert host.exit_code == 0, host.output
     proc = device_command(out / "keras_ad_device.py", "--model", out / model, folder, "--format", "csv",
-                           "--out", tmp_path / "device.csv")
+                           "--out", tmp_path / "device.csv", "--save-overlays", tmp_path / "overlays")
     assert proc.returncode == 0, proc.stderr
     host_rows = list(csv.DictReader(open(tmp_path / "host" / "scores.csv")))
     device_rows = list(csv.DictReader(open(tmp_path / "device.csv")))
     assert [r["path"] for r in device_rows] == [r["path"] for r in host_rows]
     np.testing.assert_allclose([float(r["score"]) for r in device_rows], [float(r["score"]) for r in host_rows],
                                atol=parity.FLOAT_ATOL, rtol=parity.SCORE_RTOL)
-    for key in ("is_anomalous", "defect_area"):
+    for key in ("is_anomalous", "defect_area", "overlay"):
         assert [r[key] for r in device_rows] == [r[key] for r in host_rows]
+    for row in host_rows:  # the same overlay: maps equal to ~1e-5 may round a colour or flip a boundary pixel
+        on_host = np.asarray(Image.open(tmp_path / "host" / "overlays" / row["overlay"]), np.int16)
+        on_device = np.asarray(Image.open(tmp_path / "overlays" / row["overlay"]), np.int16)
+        assert on_host.shape == on_device.shape
+        assert np.mean(np.abs(on_host - on_device).max(-1) > 2) <= 0.01, row["overlay"]
 
 
 def test_device_scorer_refuses_a_model_that_is_not_the_exported_one(exported, tmp_path):

@@ -147,7 +147,7 @@ def test_score_overwrite_replaces_only_its_own_earlier_output(run_copy, tiny_dat
     (out / "mine.txt").write_text("keep")
     result = invoke("score", "--run", run_copy, tiny_data / "test" / "stain" / "000.png", "--out", out, "--overwrite")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.glob("*_overlay.png")) == ["0000_000_overlay.png"]  # the old ones are gone
+    assert sorted(p.name for p in (out / "overlays").rglob("*.png")) == ["000.png"]  # the old ones are gone
     assert (out / "mine.txt").read_text() == "keep"
 
 

@@ -207,7 +207,7 @@ def _metadata(scorer, run, artefacts) -> dict:
         "input": {"name": "images", "shape": shape, "dtype": "uint8",
                   "channels": cfg.data.channels, "channel_order": "RGB" if cfg.data.channels == 3 else "grey",
                   "layout": "NTHWC" if scorer.detector.clip_length else "NHWC", "value_range": [0, 255],
-                  "clip_length": scorer.detector.clip_length,
+                  "clip_length": scorer.detector.clip_length, "center_crop": cfg.data.center_crop,
                   "preprocessing": f"x / 255, resized in the graph to {height}x{width} (height x width; "
                                    f"{cfg.data.resize}, antialiased as tf.image.resize)"},
         "image_size": cfg.data.image_size,

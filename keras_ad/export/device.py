@@ -67,20 +67,48 @@ def list_images(folder: str) -> list[str]:
     return sorted(os.path.join(folder, n) for n in os.listdir(folder) if is_image_file(n))
 
 
+def find_images(folder: str) -> list[str]:
+    """Image files inside `folder` and its sub-folders (hidden ones skipped): each folder's own files by
+    name, then its sub-folders by name."""
+    found = []
+    for root, folders, names in os.walk(folder):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        found += [os.path.join(root, n) for n in sorted(names) if is_image_file(n)]
+    return found
+
+
 def list_inputs(items) -> list[str]:
-    """Image files named directly or found (sorted, non-recursive) in the folders given."""
-    paths = []
+    """Image files named directly or found in the folders given (recursively), each file once."""
+    paths, seen = [], set()
     for item in items:
         if os.path.isdir(item):
-            found = list_images(item)
+            found = find_images(item)
             if not found:
-                raise ValueError(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            paths += found
+                raise ValueError(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)}), nor do its "
+                                 f"sub-folders")
         elif os.path.isfile(item):
-            paths.append(item)
+            found = [item]
         else:
             raise ValueError(f"{item}: no such file or folder")
+        for path in found:
+            if os.path.realpath(path) not in seen:
+                seen.add(os.path.realpath(path))
+                paths.append(path)
     return paths
+
+
+def overlay_names(paths) -> dict[str, str]:
+    """{path: its overlay's file name}: the path relative to the inputs' common folder, `.png` added
+    unless it is one (a.png and a.jpg stay apart), so nested folders keep their structure."""
+    if not paths:
+        return {}
+    folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    common = os.path.commonpath(folders)
+    names = {}
+    for path in paths:
+        relative = os.path.relpath(os.path.abspath(path), common)
+        names[path] = relative if relative.lower().endswith(".png") else relative + ".png"
+    return names
 
 
 def sha256(path: str) -> str:
@@ -152,6 +180,99 @@ def verify_artefact(model_path: str, metadata: dict, metadata_path: str) -> None
     if sha256(model_path) != recorded:
         raise ValueError(f"{model_path}: SHA-256 differs from the one in {metadata_path} (another or a modified "
                          f"model); re-export, or pass --no-verify if you re-quantised it on purpose")
+
+
+# ---------------------------------------------------------------- overlays (docs/scoring.md#overlays)
+# The heat colours, inferno's at five stops (numpy only: the device has no Matplotlib).
+HEAT_STOPS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float64)
+TRUTH_COLOR = (0, 230, 0)  # ground truth outline
+PREDICTED_COLOR = (0, 190, 255)  # predicted region outline
+HEAT_OPACITY = 0.7
+COLOR_BAR = 12  # pixels, right of the image
+
+
+def heat_colors(values) -> np.ndarray:
+    """float [...] in [0, 1] -> uint8 [..., 3] on HEAT_STOPS."""
+    x = np.clip(np.asarray(values, np.float64), 0, 1) * (len(HEAT_STOPS) - 1)
+    low = np.minimum(x.astype(int), len(HEAT_STOPS) - 2)
+    f = (x - low)[..., None]
+    return np.round(HEAT_STOPS[low] * (1 - f) + HEAT_STOPS[low + 1] * f).astype(np.uint8)
+
+
+def _resize(array, height, width, nearest=False) -> np.ndarray:
+    from PIL import Image
+
+    if array.shape == (height, width):
+        return array
+    if nearest:
+        return np.asarray(Image.fromarray(array.astype(np.uint8)).resize((width, height), Image.NEAREST)) > 0
+    return np.asarray(Image.fromarray(array.astype(np.float32), "F").resize((width, height), Image.BILINEAR))
+
+
+def outline(mask, thickness=1) -> np.ndarray:
+    """The pixels of a bool mask [H, W] that touch its outside (4-neighbours), `thickness` pixels wide."""
+    edge = np.zeros_like(mask)
+    inside = mask.copy()
+    for _ in range(thickness):
+        padded = np.pad(inside, 1)
+        interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:] & inside
+        edge |= inside & ~interior
+        inside = interior
+    return edge
+
+
+def crop_center(image, size: int | None) -> np.ndarray:
+    """The central size x size pixels of [H, W, ...] (all of a side shorter than `size`), as the graph crops."""
+    if not size:
+        return image
+    top, left = ((side - min(side, size)) // 2 for side in image.shape[:2])
+    return image[top:top + min(image.shape[0], size), left:left + min(image.shape[1], size)]
+
+
+def overlay(image, anomaly_map, threshold: float, predicted=None, truth=None) -> np.ndarray:
+    """uint8 [H, W + COLOR_BAR, 3]: the anomaly map over the image at the image's own size (the graph's
+    central crop of it, with data.center_crop: `crop_center` first).
+
+    The colour runs from 0 to twice the calibrated threshold, so the threshold is mid-scale (the tick on
+    the colour bar); the map is transparent up to half the threshold and HEAT_OPACITY opaque from the
+    threshold up, so a good image stays readable. Predicted
+    regions (`predicted`, bool at the map's size) and the ground truth (`truth`) are outlined.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2 or image.shape[-1] == 1:
+        image = np.repeat(image.reshape(image.shape[:2])[..., None], 3, -1)
+    height, width = image.shape[:2]
+    scaled = _resize(np.asarray(anomaly_map, np.float32), height, width) / (2 * max(float(threshold), 1e-12))
+    alpha = (HEAT_OPACITY * np.clip(4 * scaled - 1, 0, 1))[..., None]
+    out = image.astype(np.float64) * (1 - alpha) + heat_colors(scaled) * alpha
+    thickness = max(1, round(min(height, width) / 200))
+    for mask, color in ((truth, TRUTH_COLOR), (predicted, PREDICTED_COLOR)):
+        if mask is not None and np.any(mask):
+            out[outline(_resize(np.asarray(mask, bool), height, width, nearest=True), thickness)] = color
+    bar = heat_colors(np.linspace(1, 0, height))[:, None].repeat(COLOR_BAR, 1).astype(np.float64)
+    middle = height // 2  # the threshold's tick
+    bar[max(0, middle - thickness // 2):middle + (thickness + 1) // 2, :COLOR_BAR // 2] = 255
+    return np.concatenate([np.round(out), bar], 1).astype(np.uint8)
+
+
+def save_overlay(path, image, anomaly_map, threshold, predicted=None, truth=None):
+    """`overlay` as a PNG file."""
+    from PIL import Image
+
+    Image.fromarray(overlay(image, anomaly_map, threshold, predicted, truth)).save(path, format="png")
+
+
+def save_overlays(folder, paths, out, threshold, channels, center_crop=None) -> None:
+    """One overlay per scored image file under `folder`, named by `overlay_names`; `out` holds the
+    outputs of `paths` in order, predicted regions = map pixels over `threshold`."""
+    for i, (path, name) in enumerate(overlay_names(paths).items()):
+        target = os.path.join(folder, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(target), f".tmp-{os.getpid()}-{os.path.basename(target)}")
+        image = crop_center(decode_image(path, channels), center_crop)
+        anomaly_map = out["anomaly_map"][i]
+        save_overlay(tmp, image, anomaly_map, threshold, anomaly_map > threshold)
+        os.replace(tmp, target)  # a killed run leaves no half-written overlay under the final name
 
 
 class DeviceScorer:
@@ -249,32 +370,34 @@ def score_in_batches(score_fn, images, batch_size: int = 8) -> dict:
     return out
 
 
-def rows(paths, out, failed=None) -> list[dict]:
+def rows(paths, out, failed=None, overlays=None) -> list[dict]:
     """One record per path, in the order given: the scored ones (`out` in the order of the scored paths)
-    with status "ok", the `failed` ones ({path: reason}) with empty outputs and the reason as status."""
-    failed = failed or {}
+    with status "ok" and their overlay file (`overlays`: {path: name}) if any, the `failed` ones ({path:
+    reason}) with empty outputs and the reason as status."""
+    failed, overlays = failed or {}, overlays or {}
     scored = iter(range(len(out.get("score", ()))))
     records = []
     for path in paths:
         if path in failed:
             records.append({"path": path, "score": None, "is_anomalous": None, "defect_area": None,
-                            "status": failed[path]})
+                            "status": failed[path], "overlay": None})
             continue
         i = next(scored)
         records.append({"path": path, "score": float(out["score"][i]), "is_anomalous": int(out["is_anomalous"][i]),
-                        "defect_area": int(out["defect_area"][i]), "status": "ok"})
+                        "defect_area": int(out["defect_area"][i]), "status": "ok", "overlay": overlays.get(path)})
     return records
 
 
 def to_csv(records) -> str:
     """The same columns and number format as `keras-ad score`'s scores.csv; an unreadable file's row has
-    empty outputs and its reason in `status`."""
+    empty outputs and its reason in `status`; `overlay` is the overlay file under the overlays folder."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["path", "score", "is_anomalous", "defect_area", "status"])
+    writer.writerow(["path", "score", "is_anomalous", "defect_area", "status", "overlay"])
     for r in records:
         score = "" if r["score"] is None else f"{r['score']:.8g}"
-        writer.writerow([r["path"], score, _blank(r["is_anomalous"]), _blank(r["defect_area"]), r["status"]])
+        writer.writerow([r["path"], score, _blank(r["is_anomalous"]), _blank(r["defect_area"]), r["status"],
+                         _blank(r.get("overlay"))])
     return buffer.getvalue()
 
 
@@ -375,6 +498,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write results to this file instead of stdout (must not exist)")
     parser.add_argument("--camera", help="score frames of this OpenCV camera index or stream URL")
     parser.add_argument("--frames", type=int, default=0, help="with --camera: stop after N frames (0: never)")
+    parser.add_argument("--save-overlays", metavar="DIR",
+                        help="write each image's overlay (map over the image, predicted regions outlined) under "
+                             "DIR, a new or empty folder; the CSV's overlay column names them")
     parser.add_argument("--check", action="store_true", help=f"compare with the Keras outputs in {PARITY_FILE}")
     parser.add_argument("--no-verify", action="store_true",
                         help="score a model whose SHA-256 differs from metadata.json's (re-quantised on purpose)")
@@ -391,6 +517,10 @@ def main(argv=None) -> int:
             raise ValueError(f"{args.model}: no such model file")
         if args.out and os.path.exists(args.out):
             raise ValueError(f"{args.out}: exists; choose another --out")
+        if args.save_overlays and os.path.exists(args.save_overlays) and (
+                not os.path.isdir(args.save_overlays) or os.listdir(args.save_overlays)):
+            raise ValueError(f"--save-overlays {args.save_overlays}: exists and is not an empty folder; choose "
+                             f"another (nothing is overwritten)")
         scorer = DeviceScorer(args.model, args.metadata, args.threads, args.onnx_providers.split(","),
                               verify=not args.no_verify)
         if args.check:
@@ -406,7 +536,13 @@ def main(argv=None) -> int:
         paths = list_inputs(args.inputs)
         started = time.perf_counter()
         kept, out, failed = scorer.score_files(paths, args.threshold)
-        records = rows(paths, out, failed)
+        names = {}
+        if args.save_overlays and kept:
+            threshold = scorer.default_threshold if args.threshold is None else args.threshold
+            save_overlays(args.save_overlays, kept, out, threshold, scorer.channels,
+                          scorer.metadata["input"].get("center_crop"))
+            names = overlay_names(kept)
+        records = rows(paths, out, failed, names)
         if args.timing:
             elapsed = time.perf_counter() - started
             print(f"scored {len(paths)} images in {elapsed:.2f} s ({1000 * elapsed / len(paths):.1f} ms/image, "
