@@ -4,11 +4,13 @@
     scorer = keras_ad.load("runs/demo")
     out = scorer(images)          # uint8 or [0, 1] float, [N, H, W, C]; tensors out
     out["score"], out["anomaly_map"], out["is_anomalous"]
+
+    run = keras_ad.train("configs/demo.yaml", callbacks=[...], overrides={"train.epochs": 5})
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "build", "load"]
+__all__ = ["__version__", "build", "load", "train"]
 
 
 def build(cfg):
@@ -16,6 +18,31 @@ def build(cfg):
     from keras_ad import detectors
 
     return detectors.build(cfg)
+
+
+def train(config, callbacks=(), overrides=None, overwrite=False, resume=False, evaluate=True):
+    """Train a detector as `keras-ad train` does and return its `keras_ad.runs.Run` (`.path`, `.name`).
+
+    `config`: a YAML path, a dict of sections, or a `keras_ad.config.Config`; `overrides`: {"train.epochs": 5,
+    ...} as `--set` would give them; `callbacks`: Keras callbacks added to every phase's `fit` (their logs hold
+    the detector's losses and `val_` ones). Calibration and evaluation follow unless `evaluate` is False.
+    """
+    import json
+    import os
+
+    from keras_ad import config as config_lib
+    from keras_ad.runs import Run
+
+    settings = [f"{key}={json.dumps(value)}" for key, value in (overrides or {}).items()]
+    if isinstance(config, (str, os.PathLike)):
+        cfg = config_lib.load(config, settings)
+    else:
+        raw = config.to_dict() if isinstance(config, config_lib.Config) else config
+        cfg = config_lib.validate(config_lib.apply_overrides(raw, settings))
+    from keras_ad import training
+
+    run = Run.create(cfg, overwrite=overwrite, resume=resume)
+    return training.train_run(cfg, run, callbacks=callbacks, resume=resume, evaluate=evaluate)
 
 
 def load(path, variant: str = "default"):

@@ -78,20 +78,11 @@ def train(config_path, overrides, overwrite, resume, no_evaluate, workers, worke
     if resume:
         cfg = _resume_in_place(config_path, overrides, cfg)
         _check_resume_config(cfg)
-    run = Run.create(cfg, overwrite=overwrite, resume=resume)
-    click.echo(f"run folder: {run.path}")
+    run = Run.create(cfg, overwrite=overwrite, resume=resume)  # a refusal comes before TensorFlow loads
 
     from keras_ad import training
-    from keras_ad.scoring import Scorer
 
-    detector = training.train(cfg, run, resume=resume)
-    if not no_evaluate:
-        from keras_ad import evaluation
-
-        scorer = Scorer(detector, cfg)
-        evaluation.calibrate_run(run, cfg, scorer)
-        evaluation.evaluate_run(run, cfg, scorer)
-        click.echo(f"report: {run.file('report.md')}")
+    training.train_run(cfg, run, resume=resume, evaluate=not no_evaluate)
 
 
 def _cluster(workers, index):

@@ -112,6 +112,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "brightness": Field(0.05, float, low=0.0, high=0.5, doc="factor U(1-b, 1+b), docs/methods/cae.md#3a"),
         "sample_every": Field(5, int, low=1, doc="epochs between image grids"),
         "keep_checkpoints": Field(2, int, low=1, doc="complete checkpoints kept in checkpoints/"),
+        "early_stopping": Field(0, int, low=0,
+                                doc="stop a phase after this many epochs without a lower validation loss on the good "
+                                    "validation images and keep its best epoch's weights; 0 = off, the papers' last "
+                                    "epoch (docs/training.md#early-stopping)"),
     },
     "postprocess": {
         "smoothing_sigma": Field(0.0, float, low=0.0, high=32.0, doc="Gaussian blur of the map, pixels"),

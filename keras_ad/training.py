@@ -226,8 +226,36 @@ def _hms(seconds):
 
 
 # ---------------------------------------------------------------- entry point
-def train(cfg, run: Run, resume: bool = False):
-    """Train `cfg`'s detector into `run`; returns the trained detector."""
+def train_run(cfg, run: Run, callbacks=(), resume=False, evaluate=True) -> Run:
+    """Train into `run` (made by Run.create), then calibrate and evaluate unless `evaluate` is False: the
+    one path of `keras-ad train` and `keras_ad.train`. Returns the run."""
+    print(f"run folder: {run.path}", flush=True)
+    detector = train(cfg, run, resume=resume, callbacks=callbacks)
+    if evaluate:
+        from keras_ad import evaluation
+        from keras_ad.scoring import Scorer
+
+        scorer = Scorer(detector, cfg)
+        evaluation.calibrate_run(run, cfg, scorer)
+        evaluation.evaluate_run(run, cfg, scorer)
+        print(f"report: {run.file('report.html')}", flush=True)
+    return run
+
+
+def _early_stopping(cfg, phase, val_ds) -> list:
+    """train.early_stopping as a Keras callback for one phase (docs/training.md#early-stopping)."""
+    if not cfg.train.early_stopping or phase.monitor is None:
+        return []
+    if val_ds is None:
+        raise UsageError(f"train.early_stopping: {cfg.detector.name} has no validation images to watch here; "
+                         f"set data.val_fraction > 0 or train.early_stopping: 0")
+    return [keras.callbacks.EarlyStopping(monitor=f"val_{phase.monitor}", patience=cfg.train.early_stopping,
+                                          restore_best_weights=True, verbose=1)]
+
+
+def train(cfg, run: Run, resume: bool = False, callbacks=()):
+    """Train `cfg`'s detector into `run`, Keras `callbacks` passed on to every phase's fit(); returns the
+    trained detector."""
     from keras_ad import roi
 
     roi.region_of_interest(cfg.postprocess, cfg.data.image_shape)  # a bad ROI mask fails now, not after training
@@ -285,7 +313,8 @@ def train(cfg, run: Run, resume: bool = False):
             print(f"phase {index + 1}/{len(phases)}: {phase.name}", flush=True)
         logger = RunLogger(run, cfg, index, total_epochs, samples, max(start, phase_start))
         model.fit(train_ds, validation_data=val_ds, initial_epoch=max(start, phase_start),
-                  epochs=phase.until_epoch, shuffle=False, callbacks=[*model.training_callbacks(), logger],
+                  epochs=phase.until_epoch, shuffle=False,
+                  callbacks=[*model.training_callbacks(), logger, *_early_stopping(cfg, phase, val_ds), *callbacks],
                   verbose=1 if sys.stdout.isatty() else 0)
         phase_start = phase.until_epoch
     if checkpoint:  # training had already finished: take the last weights

@@ -230,3 +230,36 @@ def test_collapsed_generators_are_found_from_their_panels():
     constant = {**panels, "reconstruction": np.broadcast_to(inputs[:1] * 0.5, inputs.shape)}
     assert list(collapsed_panels(constant)) == ["reconstruction"]
     assert collapsed_panels({"input": inputs[:1], "reconstruction": inputs[:1]}) == {}  # one image: no spread
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    """Remembers each epoch's index and logs, as a notebook user's callback would."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append((epoch, dict(logs or {})))
+
+
+@pytest.mark.slow
+def test_python_train_passes_callbacks_to_fit_and_early_stopping_stops_on_a_plateau(tiny_data, tmp_path):
+    """keras_ad.train(config dict, callbacks, overrides) returns the run; a callback sees every epoch with the
+    validation loss. At learning rate 0 the validation loss is flat: train.early_stopping 1 stops after the
+    second epoch of six, with one history row per epoch trained."""
+    import keras_ad
+
+    recorder = _EpochRecorder()
+    run = keras_ad.train(tiny_config_dict(tiny_data, tmp_path / "run"), callbacks=[recorder],
+                         overrides={"train.epochs": 3}, evaluate=False)
+    assert [epoch for epoch, _ in recorder.epochs] == [0, 1, 2]
+    assert all("val_loss" in logs and "loss" in logs for _, logs in recorder.epochs)
+    assert os.path.isfile(run.file("model.weights.h5")) and not os.path.exists(run.file("report.json"))
+
+    plateau = _EpochRecorder()
+    flat = keras_ad.train(tiny_config_dict(tiny_data, tmp_path / "flat"), callbacks=[plateau],
+                          overrides={"train.epochs": 6, "train.learning_rate": 0.0, "train.early_stopping": 1})
+    assert [epoch for epoch, _ in plateau.epochs] == [0, 1]
+    assert len(open(flat.file("history.csv")).read().splitlines()) == 1 + 2
+    assert os.path.isfile(flat.file("report.html"))  # evaluated by default, as keras-ad train

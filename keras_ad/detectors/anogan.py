@@ -151,8 +151,9 @@ class AnoGAN(Detector):
     # -- training: DCGAN (docs/methods/anogan.md#2c, docs/methods/anogan.md#2d), then the encoder
     def training_phases(self, epochs, learning_rate, lr_decay):
         encoder_epochs = self.encoder_epochs or epochs
-        return [TrainingPhase(epochs, learning_rate, lr_decay, "dcgan"),
-                TrainingPhase(epochs + encoder_epochs, learning_rate, lr_decay, "encoder (G and D frozen)")]
+        return [TrainingPhase(epochs, learning_rate, lr_decay, "dcgan", monitor=None),
+                TrainingPhase(epochs + encoder_epochs, learning_rate, lr_decay, "encoder (G and D frozen)",
+                              monitor="encoder_loss")]
 
     def enter_phase(self, index):
         self.phase = ("dcgan", "encoder")[index]

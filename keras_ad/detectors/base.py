@@ -16,6 +16,9 @@ class TrainingPhase:
     learning_rate: float
     lr_decay: float
     name: str = "train"
+    #: the validation log whose plateau train.early_stopping watches ("loss" -> val_loss); None: the
+    #: phase always runs to its last epoch (a GAN's adversarial losses do not settle)
+    monitor: str | None = "loss"
 
 
 def adam(learning_rate, lr_decay, beta_1=0.9, epsilon=1e-7):
@@ -88,6 +91,9 @@ class Detector(keras.Model):
     #: Frames per input clip for a video detector (inputs [N, T, H, W, C]); None: inputs are images.
     clip_length = None
 
+    #: The validation log (test_step's) that train.early_stopping watches: the reconstruction term.
+    validation_monitor = "loss"
+
     def anomaly_map(self, images):
         """Per-pixel anomaly map [N, H, W], larger = more anomalous. Pure tensor ops, no Python loops."""
         raise NotImplementedError
@@ -106,7 +112,7 @@ class Detector(keras.Model):
 
     def training_phases(self, epochs: int, learning_rate: float, lr_decay: float) -> list[TrainingPhase]:
         """The optimiser schedule over `epochs`; one phase unless the paper trains in stages."""
-        return [TrainingPhase(epochs, learning_rate, lr_decay)]
+        return [TrainingPhase(epochs, learning_rate, lr_decay, monitor=self.validation_monitor)]
 
     def enter_phase(self, index: int):
         """Called before phase `index` is compiled (freeze or unfreeze layers here)."""

@@ -192,7 +192,7 @@ class CAE(Detector):
             return [TrainingPhase(epochs, learning_rate, lr_decay)]
         # docs/methods/cae.md#3d: encoder frozen for ceil(0.6 * epochs), then everything at Adam 1e-5, decay 1e-6.
         frozen = min(epochs, math.ceil(0.6 * epochs))
-        phases = [TrainingPhase(frozen, learning_rate, lr_decay, "frozen encoder")]
+        phases = [TrainingPhase(frozen, learning_rate, lr_decay, "frozen encoder")]  # both watch val_loss
         if frozen < epochs:
             phases.append(TrainingPhase(epochs, 1e-5, 1e-6, "fine-tune"))
         return phases

@@ -169,6 +169,7 @@ class EncoderDecoderEncoder(Detector):
     distance between the two codes (docs/methods/ganomaly.md). Each subclass's `train_step` is one paper."""
 
     ADAM_BETA_1 = 0.9
+    validation_monitor = "con"  # the contextual (reconstruction) loss on good validation images
     d_optimizer = None  # D's Adam, built by install_optimizers (optimizer_variables' "d_optimizer")
 
     def __init__(self, encoder, decoder, encoder2, discriminator, w_adv=1.0, w_con=10.0, w_enc=10.0, **kwargs):

@@ -70,7 +70,7 @@ class PatchCore(Detector):
     def training_phases(self, epochs, learning_rate, lr_decay):
         """One pass: the bank is built from every training patch once (the paper; more epochs would only
         repeat them)."""
-        return [TrainingPhase(1, learning_rate, lr_decay, "feature pass")]
+        return [TrainingPhase(1, learning_rate, lr_decay, "feature pass", monitor=None)]
 
     def optimizer_variables(self) -> dict:
         return {"optimizer": []}

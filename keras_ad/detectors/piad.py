@@ -130,6 +130,7 @@ class PIAD(Detector):
     E/G step, each on its own slice of the batch (fresh x and z per step, docs/methods/piad.md#1d,
     docs/methods/piad.md#1g-8)."""
 
+    validation_monitor = "reconstruction"  # the reconstruction term on good validation images
     # built by install_optimizers from optimizer_variables(): E and G share `optimizer` (compile's)
     x_optimizer = None  # the image critic's Adam
     z_optimizer = None  # the latent critic's Adam
