@@ -64,6 +64,12 @@ def _tile_grid(cells: list[list[np.ndarray]], column_names, row_labels=None, tit
     return canvas
 
 
+def read_png(path) -> np.ndarray:
+    """uint8 [H, W, 3] of a PNG this module wrote (TensorBoard's image summaries take it as it is)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def image_grid(panels: dict, path, title=""):
     """One column per panel (input, reconstruction, map ...), one row per image."""
     names = list(panels)

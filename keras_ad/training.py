@@ -119,7 +119,10 @@ def read_state(folder) -> dict:
 
 # ---------------------------------------------------------------- callbacks
 class RunLogger(keras.callbacks.Callback):
-    """Each epoch: checkpoint (atomic), TensorBoard scalars, one progress line with ETA, image grids."""
+    """Each epoch: checkpoint (atomic), TensorBoard scalars and sample grid, one progress line with ETA,
+    image grids. On a terminal, one bar per epoch that the epoch's line then replaces (Keras' own bar is off)."""
+
+    BAR = 24  # characters
 
     def __init__(self, run: Run, cfg, phase: int, total_epochs: int, samples, start_epoch: int):
         super().__init__()
@@ -127,6 +130,28 @@ class RunLogger(keras.callbacks.Callback):
         self.samples = samples
         self.t0, self.e0 = time.time(), start_epoch
         self.writer = tf.summary.create_file_writer(run.file("logs"))
+        self.terminal = sys.stdout.isatty()
+        self.epoch, self.epoch_t0 = start_epoch, time.time()
+        if phase == 0:
+            with self.writer.as_default():
+                write_hparams(cfg)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.epoch_t0 = epoch, time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.terminal:
+            return
+        steps = self.params.get("steps")
+        done = batch + 1
+        losses = "  ".join(f"{k} {_scalar(v):.5f}" for k, v in (logs or {}).items())
+        if steps:
+            filled = self.BAR * done // steps
+            eta = (time.time() - self.epoch_t0) / done * (steps - done)
+            bar = f"[{'=' * filled}{'.' * (self.BAR - filled)}] {done}/{steps}  {losses}  ETA {_hms(eta)}"
+        else:
+            bar = f"step {done}  {losses}"
+        print(f"\r\x1b[Kepoch {self.epoch + 1}/{self.total} {bar}", end="", flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
@@ -137,8 +162,10 @@ class RunLogger(keras.callbacks.Callback):
                 tf.summary.scalar(key, _scalar(value))
         if done % self.cfg.train.sample_every == 0 or done == self.total:
             panels = {k: np.asarray(v) for k, v in self.model.sample_panels(self.samples).items()}
-            atomic_save(self.run.file("samples", f"epoch-{done:05d}.png"),
-                        lambda p: plots.image_grid(panels, p, title=f"epoch {done}"))
+            path = self.run.file("samples", f"epoch-{done:05d}.png")
+            atomic_save(path, lambda p: plots.image_grid(panels, p, title=f"epoch {done}"))
+            with self.writer.as_default(step=done):
+                tf.summary.image("samples", plots.read_png(path)[None])
             if done == self.total:  # the trained model's panels, drawn here anyway
                 warn_if_collapsed(panels)
         # the epoch's row and grid before its checkpoint: a kill in between repeats the epoch on --resume,
@@ -148,7 +175,22 @@ class RunLogger(keras.callbacks.Callback):
         elapsed = time.time() - self.t0
         eta = elapsed / max(done - self.e0, 1) * (self.total - done)
         metrics = "  ".join(f"{k} {_scalar(v):.5f}" for k, v in logs.items())
-        print(f"epoch {done}/{self.total}  {metrics}  elapsed {_hms(elapsed)}  ETA {_hms(eta)}", flush=True)
+        line = f"epoch {done}/{self.total}  {metrics}  elapsed {_hms(elapsed)}  ETA {_hms(eta)}"
+        print(f"\r\x1b[K{line}" if self.terminal else line, flush=True)
+
+
+def write_hparams(cfg) -> None:
+    """The run's settings on TensorBoard's HParams tab: every config key as section.key, lists as text."""
+    from tensorboard.plugins.hparams import api as hparams
+
+    values = {}
+    for section, fields in cfg.to_dict().items():
+        if not isinstance(fields, dict):
+            continue
+        for key, value in fields.items():
+            name = f"{section}.{key}"
+            values[name] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+    hparams.hparams(values)
 
 
 def check_finite(epoch: int, logs: dict) -> None:
@@ -315,7 +357,7 @@ def train(cfg, run: Run, resume: bool = False, callbacks=()):
         model.fit(train_ds, validation_data=val_ds, initial_epoch=max(start, phase_start),
                   epochs=phase.until_epoch, shuffle=False,
                   callbacks=[*model.training_callbacks(), logger, *_early_stopping(cfg, phase, val_ds), *callbacks],
-                  verbose=1 if sys.stdout.isatty() else 0)
+                  verbose=0)  # RunLogger draws the progress
         phase_start = phase.until_epoch
     if checkpoint:  # training had already finished: take the last weights
         restore_checkpoint(checkpoint, model, restore_optimizer=False)

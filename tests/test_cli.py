@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 from helpers import tiny_config_dict, write_config
 from PIL import Image
@@ -43,7 +44,12 @@ def test_train_writes_a_complete_run(trained_run):
                  "plots/calibration.png", "plots/pixel_curves.png", "samples/epoch-00002.png", "report.html",
                  "gallery/gallery.json"):
         assert (trained_run / name).is_file(), name
-    assert list((trained_run / "logs").glob("events.out.tfevents.*"))
+    events = list((trained_run / "logs").glob("events.out.tfevents.*"))
+    summaries = {(v.tag, v.metadata.plugin_data.plugin_name) for path in events
+                 for event in tf.compat.v1.train.summary_iterator(str(path)) for v in event.summary.value}
+    # TensorBoard: the losses, the sample grid as an image, and the config on the HParams tab
+    assert {("loss", "scalars"), ("val_loss", "scalars"), ("samples", "images")} <= summaries, summaries
+    assert any(plugin == "hparams" for _, plugin in summaries), summaries
     assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == ["epoch-00001", "epoch-00002"]
     report = json.loads((trained_run / "report.json").read_text())
     assert report["n_images"] == 6 + 3 * len(synthetic.DEFECTS)

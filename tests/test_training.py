@@ -244,18 +244,26 @@ class _EpochRecorder(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-def test_python_train_passes_callbacks_to_fit_and_early_stopping_stops_on_a_plateau(tiny_data, tmp_path):
+def test_python_train_passes_callbacks_to_fit_and_early_stopping_stops_on_a_plateau(tiny_data, tmp_path, capsys,
+                                                                                   monkeypatch):
     """keras_ad.train(config dict, callbacks, overrides) returns the run; a callback sees every epoch with the
-    validation loss. At learning rate 0 the validation loss is flat: train.early_stopping 1 stops after the
-    second epoch of six, with one history row per epoch trained."""
+    validation loss; on a terminal each epoch is one bar that its summary line replaces, without Keras' own
+    bar and epoch counter. At learning rate 0 the validation loss is flat: train.early_stopping 1 stops
+    after the second epoch of six, with one history row per epoch trained."""
     import keras_ad
 
     recorder = _EpochRecorder()
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     run = keras_ad.train(tiny_config_dict(tiny_data, tmp_path / "run"), callbacks=[recorder],
                          overrides={"train.epochs": 3}, evaluate=False)
+    out = capsys.readouterr().out
     assert [epoch for epoch, _ in recorder.epochs] == [0, 1, 2]
     assert all("val_loss" in logs and "loss" in logs for _, logs in recorder.epochs)
     assert os.path.isfile(run.file("model.weights.h5")) and not os.path.exists(run.file("report.json"))
+    assert "\r\x1b[Kepoch 1/3 [" in out and "] 4/4  loss " in out  # 36 training images / batch 8
+    for epoch in (1, 2, 3):  # each bar ends in its epoch's line, on its own line
+        assert f"\r\x1b[Kepoch {epoch}/3  loss " in out and "ETA" in out
+    assert "Epoch 1/3" not in out and "\u2501" not in out  # no Keras progress bar
 
     plateau = _EpochRecorder()
     flat = keras_ad.train(tiny_config_dict(tiny_data, tmp_path / "flat"), callbacks=[plateau],
