@@ -3,6 +3,8 @@ ONNX exports): every case gives the right scores or one clear ValueError line, a
 still gives the scores it gave before (docs/robustness.md#inputs). The expected outcome of each case is
 written out here, independently of `check_images`."""
 
+import csv
+import io
 import itertools
 
 import numpy as np
@@ -161,5 +163,5 @@ def test_device_scorer_names_a_truncated_jpeg_and_scores_the_rest(export, tiny_d
                           "--format", "csv")
     assert proc.returncode == 1, proc.stderr
     assert f"error: {folder / 'cut.jpg'}: unreadable" in proc.stderr
-    statuses = {row.split(",")[0]: row.split(",")[-1] for row in proc.stdout.strip().splitlines()[1:]}
+    statuses = {row["path"]: row["status"] for row in csv.DictReader(io.StringIO(proc.stdout))}
     assert statuses.pop(str(folder / "cut.jpg")).startswith("unreadable") and set(statuses.values()) == {"ok"}
