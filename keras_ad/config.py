@@ -47,6 +47,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
                         doc="antialiased bilinear by default (docs/methods/cae.md#3i-6); nearest = the repo's Keras "
                             "default"),
         "val_fraction": Field(0.1, float, low=0.0, high=0.9, doc="held-out good images, docs/methods/cae.md#3a"),
+        "monitor_fraction": Field(0.0, float, low=0.0, high=0.5,
+                                  doc="labelled images held out of the test split, a seeded share of each kind, "
+                                      "whose image AUROC is logged each epoch (val_image_auroc; never used to "
+                                      "choose anything); 0 = none (docs/training.md#what-a-run-logs)"),
         "test_fraction": Field(0.2, float, low=0.0, high=0.9,
                                doc="normal_abnormal / one_class: normal images held out for testing (GANomaly 20 %, "
                                    "docs/methods/ganomaly.md#41)"),
@@ -359,6 +363,9 @@ def _check_consistency(values, source):
         problem = (f"{det['name']} scores clips of videos: set data.layout: video" if spec.video else
                    f"the video layout holds clips of videos, which {', '.join(video)} scores: choose another layout")
         raise ConfigError(source, "data.layout", problem)
+    if data["monitor_fraction"] and data["layout"] == "video":
+        raise ConfigError(source, "data.monitor_fraction", "is for image layouts; the video layout's test videos "
+                                                          "are scored per frame at evaluation")
     _check_patches(data, source)
     image = as_shape(data["image_size"])
     patched = data["patch_size"] is not None

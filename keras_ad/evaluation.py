@@ -55,6 +55,7 @@ def evaluate_run(run, cfg, scorer) -> dict:
     defects = np.array(test["defects"])
 
     report = {"run": run.name, "detector": cfg.detector.name, "data_root": files.root,
+              "n_monitor_images": len(files.monitor),
               "caveats": list(scorer.detector.caveats),
               **metrics.summary(labels, scores, masks, maps, has_mask, fpr_limit), "per_defect": {}}
     for defect in sorted(set(defects) - {layouts.GOOD}):

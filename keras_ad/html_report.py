@@ -173,6 +173,9 @@ def write_run_report(run) -> str:
     n_images, n_defective = report.get("n_images"), report.get("n_defective")
     data = (f"{n_images} test images ({n_defective} defective, {n_images - n_defective} good)"
             if n_images is not None and n_defective is not None else "not evaluated yet")
+    if report.get("n_monitor_images"):
+        data += (f"; {report['n_monitor_images']} labelled images held out of the test split for the per-epoch "
+                 f"val_image_auroc (data.monitor_fraction)")
     if calibration.get("n_validation_images"):
         data += f"; calibrated on {calibration['n_validation_images']} good validation images"
     body = [f"<h1>{_e(report.get('detector', 'keras_ad'))} · {_e(run.name)}</h1>",

@@ -124,10 +124,11 @@ class RunLogger(keras.callbacks.Callback):
 
     BAR = 24  # characters
 
-    def __init__(self, run: Run, cfg, phase: int, total_epochs: int, samples, start_epoch: int):
+    def __init__(self, run: Run, cfg, phase: int, total_epochs: int, samples, start_epoch: int, monitor=None):
         super().__init__()
         self.run, self.cfg, self.phase, self.total = run, cfg, phase, total_epochs
         self.samples = samples
+        self.monitor, self._monitor_scorer = monitor, None  # labelled held-out images (data.monitor_fraction)
         self.t0, self.e0 = time.time(), start_epoch
         self.writer = tf.summary.create_file_writer(run.file("logs"))
         self.terminal = sys.stdout.isatty()
@@ -155,8 +156,10 @@ class RunLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
-        logs = logs or {}
+        logs = logs if logs is not None else {}
         check_finite(done, logs)  # before the checkpoint: the last one on disk stays finite
+        if self.monitor is not None:  # into the logs: TensorBoard, history.csv, the line and later callbacks
+            logs["val_image_auroc"] = self.monitor_auroc()
         with self.writer.as_default(step=done):
             for key, value in logs.items():
                 tf.summary.scalar(key, _scalar(value))
@@ -177,6 +180,18 @@ class RunLogger(keras.callbacks.Callback):
         metrics = "  ".join(f"{k} {_scalar(v):.5f}" for k, v in logs.items())
         line = f"epoch {done}/{self.total}  {metrics}  elapsed {_hms(elapsed)}  ETA {_hms(eta)}"
         print(f"\r\x1b[K{line}" if self.terminal else line, flush=True)
+
+
+    def monitor_auroc(self) -> float:
+        """Image AUROC of the held-out labelled images under the model as it is now (the device variant:
+        AnoGAN's encoder, not its search), uncalibrated: scores need no threshold."""
+        from keras_ad.metrics import image_auroc
+        from keras_ad.scoring import Scorer
+
+        if self._monitor_scorer is None:  # one traced graph for the whole phase; it reads the live weights
+            self._monitor_scorer = Scorer(self.model, self.cfg, variant=self.model.device_variant)
+        scores = self._monitor_scorer.score_preprocessed(self.monitor["images"])["score"]
+        return image_auroc(self.monitor["labels"], scores)
 
 
 def write_hparams(cfg) -> None:
@@ -313,11 +328,12 @@ def train(cfg, run: Run, resume: bool = False, callbacks=()):
         from keras_ad.data import video
 
         train_ds, n_train, samples, unit, n_val = video.training_data(cfg, model.clip_length, step_images)
-        val_ds = None
+        val_ds, monitor = None, None
     else:
         files = layouts.discover(cfg.data, seed=cfg.train.seed, need_test=layouts.has_test_split(cfg.data))
         pipeline.check_test_files(files, cfg.data)  # evaluation's files, read now rather than after training
         train_ds, n_train, samples, val_ds, n_val = pipeline.training_data(cfg, files, step_images)
+        monitor = pipeline.load_test_set(files, cfg.data, "monitor") if files.monitor else None
         unit = "images"
     train_ds, val_ds = _shard_by_data(train_ds), _shard_by_data(val_ds)
     epochs = resolve_epochs(cfg.train, n_train, step_images)
@@ -353,7 +369,7 @@ def train(cfg, run: Run, resume: bool = False, callbacks=()):
             checkpoint = None
         if len(phases) > 1:
             print(f"phase {index + 1}/{len(phases)}: {phase.name}", flush=True)
-        logger = RunLogger(run, cfg, index, total_epochs, samples, max(start, phase_start))
+        logger = RunLogger(run, cfg, index, total_epochs, samples, max(start, phase_start), monitor)
         model.fit(train_ds, validation_data=val_ds, initial_epoch=max(start, phase_start),
                   epochs=phase.until_epoch, shuffle=False,
                   callbacks=[*model.training_callbacks(), logger, *_early_stopping(cfg, phase, val_ds), *callbacks],

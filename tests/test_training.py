@@ -1,5 +1,6 @@
 """Distributed training equivalence and resume after a kill."""
 
+import csv
 import json
 import os
 import signal
@@ -265,9 +266,14 @@ def test_python_train_passes_callbacks_to_fit_and_early_stopping_stops_on_a_plat
         assert f"\r\x1b[Kepoch {epoch}/3  loss " in out and "ETA" in out
     assert "Epoch 1/3" not in out and "\u2501" not in out  # no Keras progress bar
 
+    # with a third of each kind of test image held out and labelled: their image AUROC each epoch
     plateau = _EpochRecorder()
     flat = keras_ad.train(tiny_config_dict(tiny_data, tmp_path / "flat"), callbacks=[plateau],
-                          overrides={"train.epochs": 6, "train.learning_rate": 0.0, "train.early_stopping": 1})
+                          overrides={"train.epochs": 6, "train.learning_rate": 0.0, "train.early_stopping": 1,
+                                     "data.monitor_fraction": 0.34})
     assert [epoch for epoch, _ in plateau.epochs] == [0, 1]
-    assert len(open(flat.file("history.csv")).read().splitlines()) == 1 + 2
-    assert os.path.isfile(flat.file("report.html"))  # evaluated by default, as keras-ad train
+    history = list(csv.DictReader(open(flat.file("history.csv"))))
+    assert len(history) == 2 and all(0.0 <= float(row["val_image_auroc"]) <= 1.0 for row in history)
+    assert all(0.0 <= logs["val_image_auroc"] <= 1.0 for _, logs in plateau.epochs)
+    report = json.loads(open(flat.file("report.json")).read())  # evaluated by default, as keras-ad train
+    assert report["n_monitor_images"] == 2 + 5 and report["n_images"] == 6 + 5 * 3 - 7  # 2 of 6 good, 1 of 3

@@ -49,6 +49,7 @@ class DatasetFiles:
     train: list[str]
     val: list[str]
     test: list[TestSample] = field(default_factory=list)
+    monitor: list[TestSample] = field(default_factory=list)  # labelled, held out of test (data.monitor_fraction)
 
 
 def resolve_root(data_cfg) -> str:
@@ -77,7 +78,24 @@ def resolve_root(data_cfg) -> str:
 
 
 def discover(data_cfg, seed: int = 0, need_test: bool = True) -> DatasetFiles:
-    """List the data set's files and split train/good into train and a seeded random validation part."""
+    """List the data set's files and split train/good into train and a seeded random validation part, and
+    the test split into test and the labelled monitoring part of data.monitor_fraction."""
+    files = _discover(data_cfg, seed, need_test)
+    if data_cfg.monitor_fraction and files.test:
+        files.test, files.monitor = hold_out(files.test, data_cfg.monitor_fraction, seed + 3)
+    return files
+
+
+def hold_out(samples, fraction, seed) -> tuple[list, list]:
+    """(kept, held out): a seeded `fraction` of each kind (good and every defect type), file order kept."""
+    held = set()
+    for kind in sorted({s.defect for s in samples}):
+        paths = [s.path for s in samples if s.defect == kind]
+        held.update(split_validation(paths, fraction, seed)[1])
+    return [s for s in samples if s.path not in held], [s for s in samples if s.path in held]
+
+
+def _discover(data_cfg, seed, need_test) -> DatasetFiles:
     root = resolve_root(data_cfg)
     if data_cfg.layout in ("normal_abnormal", "one_class"):
         return _discover_unsplit(root, data_cfg, seed, need_test)

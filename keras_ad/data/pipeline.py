@@ -90,10 +90,12 @@ def check_test_files(files, data_cfg) -> None:
         raise DataError(f"{first}{more}; fix the test split before training")
 
 
-def load_test_set(files, data_cfg):
-    """Test images, labels [N], defect names, masks [N, h, w] and whether each image has a mask."""
-    images, kept_paths, sizes = load_images([s.path for s in files.test], data_cfg, "test images")
-    by_path = {s.path: s for s in files.test}
+def load_test_set(files, data_cfg, split="test"):
+    """Test images (`split` "monitor": the labelled ones held out of the test split), labels [N], defect
+    names, masks [N, h, w] and whether each image has a mask."""
+    samples = getattr(files, split)
+    images, kept_paths, sizes = load_images([s.path for s in samples], data_cfg, f"{split} images")
+    by_path = {s.path: s for s in samples}
     samples = [by_path[p] for p in kept_paths]
     masks = load_masks(samples, sizes, data_cfg.image_shape, data_cfg.center_crop)
     return {
