@@ -202,7 +202,8 @@ def calibrate(run_dir, min_area):
                    "plot (found by themselves for a testing/frames/<video> folder of the video layout)")
 @reports_usage_errors
 def score(run_dir, inputs, out_dir, overwrite, no_overlays, report, variant, labels):
-    """Score image files or folders: scores.csv (path, score, is_anomalous, defect_area) and overlays.
+    """Score image files or folders (recursively): scores.csv (path, score, is_anomalous, defect_area, status,
+    overlay) and overlays/.
     A video detector's run scores frame folders or video files: one row per frame and a score-over-time plot."""
     from keras_ad import ownership
     from keras_ad.export import device

@@ -119,8 +119,8 @@ def read_state(folder) -> dict:
 
 # ---------------------------------------------------------------- callbacks
 class RunLogger(keras.callbacks.Callback):
-    """Each epoch: checkpoint (atomic), TensorBoard scalars and sample grid, one progress line with ETA,
-    image grids. On a terminal, one bar per epoch that the epoch's line then replaces (Keras' own bar is off)."""
+    """Each epoch: checkpoint (atomic), history row, TensorBoard scalars and sample grid, one progress line
+    with ETA; on a terminal, one bar per epoch that the epoch's line then replaces (Keras' own bar is off)."""
 
     BAR = 24  # characters
 
@@ -180,7 +180,6 @@ class RunLogger(keras.callbacks.Callback):
         metrics = "  ".join(f"{k} {_scalar(v):.5f}" for k, v in logs.items())
         line = f"epoch {done}/{self.total}  {metrics}  elapsed {_hms(elapsed)}  ETA {_hms(eta)}"
         print(f"\r\x1b[K{line}" if self.terminal else line, flush=True)
-
 
     def monitor_auroc(self) -> float:
         """Image AUROC of the held-out labelled images under the model as it is now (the device variant:
@@ -299,13 +298,10 @@ def train_run(cfg, run: Run, callbacks=(), resume=False, evaluate=True) -> Run:
     return run
 
 
-def _early_stopping(cfg, phase, val_ds) -> list:
+def _early_stopping(cfg, phase) -> list:
     """train.early_stopping as a Keras callback for one phase (docs/training.md#early-stopping)."""
     if not cfg.train.early_stopping or phase.monitor is None:
         return []
-    if val_ds is None:
-        raise UsageError(f"train.early_stopping: {cfg.detector.name} has no validation images to watch here; "
-                         f"set data.val_fraction > 0 or train.early_stopping: 0")
     return [keras.callbacks.EarlyStopping(monitor=f"val_{phase.monitor}", patience=cfg.train.early_stopping,
                                           restore_best_weights=True, verbose=1)]
 
@@ -350,6 +346,9 @@ def train(cfg, run: Run, resume: bool = False, callbacks=()):
         print(f"resuming from {checkpoint} (epoch {start})", flush=True)
 
     phases = model.training_phases(epochs, cfg.train.learning_rate, cfg.train.lr_decay)
+    if cfg.train.early_stopping and val_ds is None and any(p.monitor for p in phases):
+        raise UsageError(f"train.early_stopping: {cfg.detector.name} has no validation images to watch here; "
+                         f"set data.val_fraction > 0 or train.early_stopping: 0")
     total_epochs = phases[-1].until_epoch  # a later phase may train past `epochs` (AnoGAN's encoder)
     repeated = f", repeated to {cfg.train.min_epoch_images} per epoch" if cfg.train.min_epoch_images > n_train else ""
     print(f"training {cfg.detector.name} on {n_train} {unit}{repeated} ({n_val} validation), "
@@ -372,7 +371,7 @@ def train(cfg, run: Run, resume: bool = False, callbacks=()):
         logger = RunLogger(run, cfg, index, total_epochs, samples, max(start, phase_start), monitor)
         model.fit(train_ds, validation_data=val_ds, initial_epoch=max(start, phase_start),
                   epochs=phase.until_epoch, shuffle=False,
-                  callbacks=[*model.training_callbacks(), logger, *_early_stopping(cfg, phase, val_ds), *callbacks],
+                  callbacks=[*model.training_callbacks(), logger, *_early_stopping(cfg, phase), *callbacks],
                   verbose=0)  # RunLogger draws the progress
         phase_start = phase.until_epoch
     if checkpoint:  # training had already finished: take the last weights

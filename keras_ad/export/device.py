@@ -182,7 +182,7 @@ def verify_artefact(model_path: str, metadata: dict, metadata_path: str) -> None
                          f"model); re-export, or pass --no-verify if you re-quantised it on purpose")
 
 
-# ---------------------------------------------------------------- overlays (docs/scoring.md#overlays)
+# ---------------------------------------------------------------- overlays (docs/report.md#overlays)
 # The heat colours, inferno's at five stops (numpy only: the device has no Matplotlib).
 HEAT_STOPS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float64)
 TRUTH_COLOR = (0, 230, 0)  # ground truth outline
@@ -235,8 +235,8 @@ def overlay(image, anomaly_map, threshold: float, predicted=None, truth=None) ->
 
     The colour runs from 0 to twice the calibrated threshold, so the threshold is mid-scale (the tick on
     the colour bar); the map is transparent up to half the threshold and HEAT_OPACITY opaque from the
-    threshold up, so a good image stays readable. Predicted
-    regions (`predicted`, bool at the map's size) and the ground truth (`truth`) are outlined.
+    threshold up, so a good image stays readable. Predicted regions (`predicted`, bool at the map's size)
+    and the ground truth (`truth`) are outlined.
     """
     image = np.asarray(image)
     if image.ndim == 2 or image.shape[-1] == 1:
