@@ -94,6 +94,12 @@ def test_tiny_lntra_run_reports_frame_level_auroc(tmp_path, monkeypatch):
     low, high = calibration["online_psnr_range"]
     assert low < high and calibration["calibration_videos"] == "validation"
     assert (tmp_path / "run" / "plots" / "scores_over_time.png").stat().st_size > 0
+    assert "plots/scores_over_time.png" in (tmp_path / "run" / "report.html").read_text()  # on the run's page
+    cfg["train"]["early_stopping"] = 2  # no validation loss to watch on the video pipeline: one line, no epoch
+    config = write_config(tmp_path / "stop.yaml", {**cfg, "run": {"dir": str(tmp_path / "stop")}})
+    stop = CliRunner().invoke(main, ["train", "--config", str(config)])
+    assert stop.exit_code == 2 and "train.early_stopping: lntra has no validation images" in stop.output, stop.output
+    assert "epoch 1/" not in stop.output
 
 
 def test_data_synth_writes_the_demo_videos_once(tmp_path):
