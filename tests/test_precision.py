@@ -17,12 +17,14 @@ STEP = {"cae": (8, 0.5), "ganomaly2d": (8, 1e-7), "ganomaly": (8, 1e-3), "anogan
 # float16 keeps ~3 significant digits, bfloat16 ~2: the whole update's direction (cosine) and size
 # (norm ratio) against float32's. Measured worst: float16 0.997 / 0.3 %, bfloat16 0.997 / 1.1 % (with
 # SGD 1e-2 AnoGAN's G step, which follows its D step, reached only 0.964 in bfloat16, hence its 1e-3).
+# At 2^-8 float16's small gradients underflow: PIAD's update measured 0.999 / 3.6 % there, hence 5 %.
 # A missing unscale is off by the loss scale (256, 1/16 or 1/256 here), a missing scale by its inverse.
-TOLERANCE = {"mixed_float16": (0.97, 0.03), "mixed_bfloat16": (0.93, 0.10)}
+TOLERANCE = {"mixed_float16": (0.97, 0.05), "mixed_bfloat16": (0.93, 0.10)}
 # float16 loss scales tried until every optimiser's step is finite (a LossScaleOptimizer starts at 2^15
 # and halves at every overflow; test_an_overflowing_... covers that). GANomaly2D's discriminator
-# gradients (pixel sums, ~1e4) overflow float16 at any scale above 1. PIAD's E/G step once skipped at both
-# 2^8 and 2^-4 late in a suite worker (passing alone): 2^-8 is tried last.
+# gradients (pixel sums, ~1e4) overflow float16 at any scale above 1. PIAD's E/G step skipped at both 2^8 and
+# 2^-4 in two of three fresh-clone suites this session, late in a worker (never alone; cause not found):
+# 2^-8 is tried last.
 LOSS_SCALES = (2.0 ** 8, 2.0 ** -4, 2.0 ** -8)  # never 1: a missing scale or unscale would not show
 
 
