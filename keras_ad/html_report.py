@@ -122,8 +122,9 @@ def _gallery(rows: list[dict], image_folder: str, note: str) -> list[str]:
     """Cards sorted by score, highest first, with filters by decision, mistakes and kind."""
     rows = sorted(rows, key=lambda r: -r["score"])
     kinds = sorted({r["kind"] for r in rows if r.get("kind")})
-    filters = [("all", "all"), ("anomalous", "decided anomalous"), ("fp", "false positives"),
-               ("fn", "false negatives")] + [(f"kind-{_slug(k)}", k) for k in kinds]
+    mistakes = [("fp", "false positives"), ("fn", "false negatives")] if kinds else []  # labelled images only
+    filters = [("all", "all"), ("anomalous", "decided anomalous"), *mistakes] + [(f"kind-{_slug(k)}", k)
+                                                                               for k in kinds]
     buttons = "".join(f"<button data-tag=\"{tag}\" onclick=\"pick(this)\"{' class=on' if tag == 'all' else ''}>"
                       f"{_e(label)} ({_count(rows, tag)})</button>" for tag, label in filters)
     items = []

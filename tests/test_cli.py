@@ -288,5 +288,6 @@ def test_score_descends_into_sub_folders_once_each_with_an_overlay_and_a_gallery
         assert overlay.size == (source.width + device.COLOR_BAR, source.height)
     page = (out / "report.html").read_text()
     assert page.count('class="item') == len(rows) and "http" not in page.replace("http-equiv", "")
+    assert "false negatives" not in page  # unlabelled images: no mistakes to filter by
     assert invoke("score", "--run", run_copy, again, "--out", tmp_path / "x", "--report",
                   "--no-overlays").exit_code == 2
