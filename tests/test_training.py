@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from helpers import tiny_config_dict, write_config
+from helpers import FEATURE_PASS_DETECTORS, TINY_DETECTORS, VIDEO_DETECTORS, tiny_config_dict, write_config
 
 from keras_ad import config
 from keras_ad.cli import main
@@ -277,3 +277,22 @@ def test_python_train_passes_callbacks_to_fit_and_early_stopping_stops_on_a_plat
     assert all(0.0 <= logs["val_image_auroc"] <= 1.0 for _, logs in plateau.epochs)
     report = json.loads(open(flat.file("report.json")).read())  # evaluated by default, as keras-ad train
     assert report["n_monitor_images"] == 2 + 5 and report["n_images"] == 6 + 5 * 3 - 7  # 2 of 6 good, 1 of 3
+
+
+@pytest.mark.parametrize("name", [n for n in TINY_DETECTORS if n not in FEATURE_PASS_DETECTORS])
+def test_train_seed_alone_sets_the_initial_weights_and_no_two_layers_share_them(name):
+    """The same seed builds the same weights, another seed others, and no two kernels of one shape are
+    equal (a Keras initializer shared between layers gave them all one kernel, seeded at import time)."""
+    video = {"layout": "video", "channels": 1} if name in VIDEO_DETECTORS else {"channels": 3}
+    cfg = config.validate({"data": {"root": "/x", "image_size": 32, **video}, "detector": dict(TINY_DETECTORS[name])})
+
+    def weights(seed):
+        keras.utils.set_random_seed(seed)
+        return build(cfg).get_weights()
+
+    first, again, other = weights(0), weights(0), weights(1)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other) if a.size > 1)
+    kernels = [w for w in first if w.ndim >= 4]
+    assert not [(i, j) for i in range(len(kernels)) for j in range(i)
+                if kernels[i].shape == kernels[j].shape and np.array_equal(kernels[i], kernels[j])]

@@ -31,10 +31,12 @@ import tensorflow as tf
 from keras import layers
 
 from keras_ad.detectors.base import Detector, TrainingPhase, adam, descend, images_of
-from keras_ad.detectors.blocks import BATCH_NORM, DCGAN_INIT, MaxLeakyReLU, bce_per_example, float32_output, per_example
+from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU, bce_per_example, dcgan_init, float32_output, per_example
 
 KERNEL = 5  # DCGAN-tensorflow's conv2d / deconv2d, stride 2, 'SAME' (docs/methods/anogan.md#2b)
-CONV_INIT = keras.initializers.TruncatedNormal(0.0, 0.02)  # conv kernels; deconv and dense: N(0, 0.02)
+def conv_init():
+    """Conv kernels: truncated N(0, 0.02); deconv and dense: dcgan_init (a new one per layer, blocks.py)."""
+    return keras.initializers.TruncatedNormal(0.0, 0.02)
 ADAM_BETA_1 = 0.5  # DCGAN training and the latent search (docs/methods/anogan.md#2d)
 TF1_ADAM_EPSILON = 1e-8  # tf.compat.v1.train.AdamOptimizer
 DOWNSAMPLING = 16  # four stride-2 stages: the generator starts at size / 16
@@ -45,12 +47,12 @@ def generator(shape, channels, filters, latent_dim, name="generator"):
     """dense -> (h/16 x w/16) x 8f, BN, ReLU; 3 x (deconv 5x5 s2, BN, ReLU) halving the width; deconv -> tanh."""
     rows, cols = shape[0] // DOWNSAMPLING, shape[1] // DOWNSAMPLING
     z = keras.Input((latent_dim,))
-    x = layers.Dense(rows * cols * filters * 8, kernel_initializer=DCGAN_INIT)(z)
+    x = layers.Dense(rows * cols * filters * 8, kernel_initializer=dcgan_init())(z)
     x = layers.ReLU()(layers.BatchNormalization(**BATCH_NORM)(layers.Reshape((rows, cols, filters * 8))(x)))
     for width in (filters * 4, filters * 2, filters):
-        x = layers.Conv2DTranspose(width, KERNEL, strides=2, padding="same", kernel_initializer=DCGAN_INIT)(x)
+        x = layers.Conv2DTranspose(width, KERNEL, strides=2, padding="same", kernel_initializer=dcgan_init())(x)
         x = layers.ReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
-    x = layers.Conv2DTranspose(channels, KERNEL, strides=2, padding="same", kernel_initializer=DCGAN_INIT,
+    x = layers.Conv2DTranspose(channels, KERNEL, strides=2, padding="same", kernel_initializer=dcgan_init(),
                                activation="tanh")(x)
     return keras.Model(z, float32_output(x), name=name)
 
@@ -58,9 +60,9 @@ def generator(shape, channels, filters, latent_dim, name="generator"):
 def conv_stack(shape, channels, filters, name):
     """conv 5x5 s2 -> f, LReLU; 3 x (conv 5x5 s2, BN, LReLU) doubling the width: [N, h/16, w/16, 8f]."""
     image = keras.Input((*shape, channels))
-    x = MaxLeakyReLU()(layers.Conv2D(filters, KERNEL, strides=2, padding="same", kernel_initializer=CONV_INIT)(image))
+    x = MaxLeakyReLU()(layers.Conv2D(filters, KERNEL, strides=2, padding="same", kernel_initializer=conv_init())(image))
     for width in (filters * 2, filters * 4, filters * 8):
-        x = layers.Conv2D(width, KERNEL, strides=2, padding="same", kernel_initializer=CONV_INIT)(x)
+        x = layers.Conv2D(width, KERNEL, strides=2, padding="same", kernel_initializer=conv_init())(x)
         x = MaxLeakyReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
     return keras.Model(image, float32_output(x), name=name)
 
@@ -68,14 +70,14 @@ def conv_stack(shape, channels, filters, name):
 def discriminator(shape, channels, filters, name="discriminator"):
     """(logit model, feature model f): the conv stack, then flatten + dense -> 1 logit (docs/methods/anogan.md#2b)."""
     features = conv_stack(shape, channels, filters, f"{name}_features")
-    logit = layers.Dense(1, kernel_initializer=DCGAN_INIT)(layers.Flatten()(features.output))
+    logit = layers.Dense(1, kernel_initializer=dcgan_init())(layers.Flatten()(features.output))
     return keras.Model(features.input, float32_output(logit), name=name), features
 
 
 def encoder(shape, channels, filters, latent_dim, name="encoder"):
     """The discriminator's conv stack, then dense -> latent with tanh (f-AnoGAN's izi encoder; ours)."""
     stack = conv_stack(shape, channels, filters, f"{name}_stack")
-    z = layers.Dense(latent_dim, kernel_initializer=DCGAN_INIT, activation="tanh")(layers.Flatten()(stack.output))
+    z = layers.Dense(latent_dim, kernel_initializer=dcgan_init(), activation="tanh")(layers.Flatten()(stack.output))
     return keras.Model(stack.input, float32_output(z), name=name)
 
 

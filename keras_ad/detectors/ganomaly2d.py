@@ -27,7 +27,7 @@ import tensorflow as tf
 from keras import layers
 
 from keras_ad.detectors.base import Detector, adam, descend, images_of
-from keras_ad.detectors.blocks import BATCH_NORM, DCGAN_INIT, LEAKY_SLOPE, bce_per_example, float32_output, per_example
+from keras_ad.detectors.blocks import BATCH_NORM, LEAKY_SLOPE, bce_per_example, dcgan_init, float32_output, per_example
 
 PYTORCH_ADAM_EPSILON = 1e-8
 D_REINIT_BELOW = 1e-5  # GANomaly re-initialises D when its loss falls below this, docs/methods/ganomaly.md#41
@@ -110,14 +110,14 @@ def dcgan_encoder(size, channels, filters, out_dim, name):
     Returns (model -> [N, 1, 1, out_dim], features model -> [N, 4, 4, F]); k4 s2 p1 equals Keras 'same'.
     """
     image = keras.Input((size, size, channels))
-    x = layers.LeakyReLU(LEAKY_SLOPE)(_conv(image, filters, 4, 2, pad=1, init=DCGAN_INIT))
+    x = layers.LeakyReLU(LEAKY_SLOPE)(_conv(image, filters, 4, 2, pad=1, init=dcgan_init()))
     side, width = size // 2, filters
     while side > 4:
         width *= 2
-        x = layers.LeakyReLU(LEAKY_SLOPE)(_bn(_conv(x, width, 4, 2, pad=1, init=DCGAN_INIT), init=True))
+        x = layers.LeakyReLU(LEAKY_SLOPE)(_bn(_conv(x, width, 4, 2, pad=1, init=dcgan_init()), init=True))
         side //= 2
     features = x
-    out = _conv(features, out_dim, 4, 1, init=DCGAN_INIT)
+    out = _conv(features, out_dim, 4, 1, init=dcgan_init())
     return (keras.Model(image, float32_output(out), name=name),
             keras.Model(image, float32_output(features), name=f"{name}_features"))
 
@@ -128,17 +128,17 @@ def dcgan_decoder(size, channels, filters, latent_dim, name="decoder"):
     while side != size:
         width, side = width * 2, side * 2
     z = keras.Input((1, 1, latent_dim))
-    x = layers.Conv2DTranspose(width, 4, padding="valid", use_bias=False, kernel_initializer=DCGAN_INIT)(z)
+    x = layers.Conv2DTranspose(width, 4, padding="valid", use_bias=False, kernel_initializer=dcgan_init())(z)
     x = layers.ReLU()(_bn(x, init=True))
     side = 4
     while side < size // 2:
         width //= 2
         x = layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False,
-                                   kernel_initializer=DCGAN_INIT)(x)
+                                   kernel_initializer=dcgan_init())(x)
         x = layers.ReLU()(_bn(x, init=True))
         side *= 2
     x = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", use_bias=False, activation="tanh",
-                               kernel_initializer=DCGAN_INIT)(x)
+                               kernel_initializer=dcgan_init())(x)
     return keras.Model(z, float32_output(x), name=name)
 
 
@@ -301,7 +301,7 @@ class GANomaly(EncoderDecoderEncoder):
         """GANomaly's `netd.apply(weights_init)`: fresh N(0, 0.02) kernels, BN gamma N(1, 0.02), beta 0."""
         for layer in self.discriminator.layers:
             if isinstance(layer, layers.Conv2D):
-                layer.kernel.assign(DCGAN_INIT(layer.kernel.shape))
+                layer.kernel.assign(dcgan_init()(layer.kernel.shape))
             elif isinstance(layer, layers.BatchNormalization):
                 layer.gamma.assign(keras.initializers.RandomNormal(1.0, 0.02)(layer.gamma.shape))
                 layer.beta.assign(tf.zeros_like(layer.beta))

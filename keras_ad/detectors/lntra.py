@@ -25,7 +25,9 @@ CLIP_LENGTH = 16  # docs/methods/lntra.md#5a
 # PyTorch's default conv init (docs/methods/lntra.md#5b): kernels kaiming_uniform(a=√5), i.e. U(±1/sqrt(fan_in)), and
 # biases U(±1/sqrt(fan_in)). Keras' fan_in of a Conv3DTranspose kernel (k, k, k, out, in) is 27·out, the same
 # quirk as PyTorch's for its transposed weights (in, out, k, k, k).
-TORCH_KERNEL = keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
+def torch_kernel():
+    """A new initializer per layer (keras_ad/detectors/blocks.py says why)."""
+    return keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
 
 
 def _torch_bias(fan_in):
@@ -37,7 +39,7 @@ def _torch_bias(fan_in):
 def _encode(x, filters, strides):
     """PyTorch's conv3d(k 3, padding 1): explicit zero padding, then a 'valid' convolution, so a stride-2
     axis samples the same positions as the source (Keras' 'same' pads only at the end)."""
-    x = layers.Conv3D(filters, 3, strides=strides, kernel_initializer=TORCH_KERNEL,
+    x = layers.Conv3D(filters, 3, strides=strides, kernel_initializer=torch_kernel(),
                       bias_initializer=_torch_bias(27 * x.shape[-1]))(layers.ZeroPadding3D(1)(x))
     return MaxLeakyReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
 
@@ -45,7 +47,7 @@ def _encode(x, filters, strides):
 def _decode(x, filters, strides, last=False):
     """PyTorch's conv_transpose3d(k 3, padding 1, output_padding 1 on stride-2 axes): the full transposed
     convolution cropped by one at the start of every axis, and at the end of stride-1 axes."""
-    x = layers.Conv3DTranspose(filters, 3, strides=strides, padding="valid", kernel_initializer=TORCH_KERNEL,
+    x = layers.Conv3DTranspose(filters, 3, strides=strides, padding="valid", kernel_initializer=torch_kernel(),
                                bias_initializer=_torch_bias(27 * filters))(x)
     x = layers.Cropping3D(tuple((1, 1) if s == 1 else (1, 0) for s in strides))(x)
     if last:

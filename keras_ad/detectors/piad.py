@@ -24,15 +24,17 @@ from keras_ad.losses.perceptual import RECONSTRUCTION_LOSSES, PerceptualFeatures
 from keras_ad.losses.weight_policy import GradientWeightPolicy, is_kernel, kernel_gradient_stds
 
 LEAKY_GAIN = math.sqrt(2.0 / (1.0 + LEAKY_SLOPE ** 2))  # PyTorch calculate_gain('leaky_relu', 0.2)
-# Every conv kernel of G, E and D_x: He-normal, fan_out, LeakyReLU gain (docs/methods/piad.md#1b)
-CONV_INIT = keras.initializers.VarianceScaling(LEAKY_GAIN ** 2, mode="fan_out", distribution="untruncated_normal")
+def conv_init():
+    """Every conv kernel of G, E and D_x: He-normal, fan_out, LeakyReLU gain (docs/methods/piad.md#1b); a new
+    initializer per layer (keras_ad/detectors/blocks.py says why)."""
+    return keras.initializers.VarianceScaling(LEAKY_GAIN ** 2, mode="fan_out", distribution="untruncated_normal")
 
 
 # ---------------------------------------------------------------- layers (docs/methods/piad.md#1b)
 def conv(x, filters, kernel, padding="same"):
     """Conv with a bias, He-normal fan_out kernel, PyTorch's default bias U(±1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(kernel * kernel * x.shape[-1])
-    return layers.Conv2D(filters, kernel, padding=padding, kernel_initializer=CONV_INIT,
+    return layers.Conv2D(filters, kernel, padding=padding, kernel_initializer=conv_init(),
                          bias_initializer=keras.initializers.RandomUniform(-bound, bound))(x)
 
 
