@@ -18,7 +18,7 @@ LEAKY_SLOPE = 0.2  # every GAN source here (docs/stack.md#01-5)
 
 # Initialisers are made per layer, never shared: a Keras initializer made once at import takes its seed
 # then (from Python's random state, whatever train.seed says) and gives every layer of one shape the same
-# kernel (measured: two Dense layers, identical kernels; PIAD's tests changed with the tests run before).
+# kernel (docs/stack.md#6-initializers).
 def dcgan_init():
     """DCGAN's weights, N(0, 0.02)."""
     return keras.initializers.RandomNormal(0.0, 0.02)
