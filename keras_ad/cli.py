@@ -244,12 +244,12 @@ def score(run_dir, inputs, out_dir, overwrite, no_overlays, report, variant, lab
     images, kept, _ = pipeline.load_images(paths, scorer.cfg.data, failed=failed)
     out = scorer.score_preprocessed(images)
     _start_scores_folder(out_dir)
-    names = {} if no_overlays else device.overlay_names(kept)
+    names = {}
+    if not no_overlays and kept:  # the device scorer's --save-overlays draws the same files
+        names = device.save_overlays(os.path.join(out_dir, OVERLAYS), kept, out["anomaly_map"], scorer.threshold,
+                                     scorer.channels, scorer.cfg.data.center_crop)
     records = device.rows(paths, out, failed, names)
     atomic_write(os.path.join(out_dir, "scores.csv"), device.to_csv(records))
-    if names:  # the device scorer's --save-overlays draws the same files
-        device.save_overlays(os.path.join(out_dir, OVERLAYS), kept, out, scorer.threshold, scorer.channels,
-                             scorer.cfg.data.center_crop)
     if report:
         from keras_ad import html_report
 

@@ -53,18 +53,13 @@ def write(run, test: dict, out: dict, threshold: float | None, center_crop, chan
     picked = pick(labels, scores, test["defects"], limit)
     colour_threshold = threshold if threshold is not None else float(np.percentile(out["anomaly_map"], 99)) or 1.0
     paths = [test["paths"][i] for i in picked]
-    names = device.overlay_names(paths)
+    truths = [test["masks"][i] if labels[i] and test["has_mask"][i] else None for i in picked]
     folder = run.file(FOLDER)
     shutil.rmtree(folder, ignore_errors=True)  # an earlier evaluation's overlays
+    names = device.save_overlays(folder, paths, out["anomaly_map"][picked], colour_threshold, channels, center_crop,
+                                 truths, outline_predicted=threshold is not None)
     rows = []
     for i, path in zip(picked, paths):
-        target = os.path.join(folder, names[path])
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        anomaly_map = out["anomaly_map"][i]
-        truth = test["masks"][i] if labels[i] and test["has_mask"][i] else None
-        predicted = anomaly_map > threshold if threshold is not None else None
-        image = device.crop_center(device.decode_image(path, channels), center_crop)
-        device.save_overlay(target, image, anomaly_map, colour_threshold, predicted, truth)
         decision = bool(out["is_anomalous"][i]) if "is_anomalous" in out else None
         rows.append({"file": names[path], "path": path, "kind": test["defects"][i], "label": int(labels[i]),
                      "score": float(scores[i]), "decision": decision,

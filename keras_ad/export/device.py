@@ -262,17 +262,21 @@ def save_overlay(path, image, anomaly_map, threshold, predicted=None, truth=None
     Image.fromarray(overlay(image, anomaly_map, threshold, predicted, truth)).save(path, format="png")
 
 
-def save_overlays(folder, paths, out, threshold, channels, center_crop=None) -> None:
-    """One overlay per scored image file under `folder`, named by `overlay_names`; `out` holds the
-    outputs of `paths` in order, predicted regions = map pixels over `threshold`."""
-    for i, (path, name) in enumerate(overlay_names(paths).items()):
+def save_overlays(folder, paths, maps, threshold, channels, center_crop=None, truths=None,
+                  outline_predicted=True) -> dict[str, str]:
+    """One overlay per image file under `folder`, named by `overlay_names` (returned): `maps` are the
+    anomaly maps of `paths` in order, predicted regions the map pixels over `threshold` (not outlined
+    with `outline_predicted` False), `truths` the ground-truth masks or None per image."""
+    names = overlay_names(paths)
+    for i, (path, name) in enumerate(names.items()):
         target = os.path.join(folder, name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = os.path.join(os.path.dirname(target), f".tmp-{os.getpid()}-{os.path.basename(target)}")
         image = crop_center(decode_image(path, channels), center_crop)
-        anomaly_map = out["anomaly_map"][i]
-        save_overlay(tmp, image, anomaly_map, threshold, anomaly_map > threshold)
+        predicted = maps[i] > threshold if outline_predicted else None
+        save_overlay(tmp, image, maps[i], threshold, predicted, None if truths is None else truths[i])
         os.replace(tmp, target)  # a killed run leaves no half-written overlay under the final name
+    return names
 
 
 class DeviceScorer:
@@ -539,9 +543,8 @@ def main(argv=None) -> int:
         names = {}
         if args.save_overlays and kept:
             threshold = scorer.default_threshold if args.threshold is None else args.threshold
-            save_overlays(args.save_overlays, kept, out, threshold, scorer.channels,
-                          scorer.metadata["input"].get("center_crop"))
-            names = overlay_names(kept)
+            names = save_overlays(args.save_overlays, kept, out["anomaly_map"], threshold, scorer.channels,
+                                  scorer.metadata["input"].get("center_crop"))
         records = rows(paths, out, failed, names)
         if args.timing:
             elapsed = time.perf_counter() - started
