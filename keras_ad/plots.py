@@ -15,19 +15,21 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
+from keras_ad.export.device import heat_colors  # noqa: E402
+
 CELL = 128  # a grid cell's longer side at least, in pixels: 32-px inputs are drawn 4x, nearest-neighbour
 PAD = 4
 
 
-def to_rgb(image, cmap=None, vmax=None) -> np.ndarray:
-    """uint8 [H, W, 3] of an image in [0, 1] (grey, mask or RGB), or of a map coloured by `cmap` over [0, vmax]."""
+def to_rgb(image, heat_max=None) -> np.ndarray:
+    """uint8 [H, W, 3] of an image in [0, 1] (grey, mask or RGB), or with `heat_max` of a map in the
+    overlays' heat colours over [0, heat_max] (keras_ad.export.device.heat_colors: one colour scale)."""
     image = np.asarray(image, np.float32)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
-    if cmap is not None:
-        rgb = matplotlib.colormaps[cmap](np.clip(image / (vmax or 1.0), 0, 1))[..., :3]
-    else:
-        rgb = np.clip(image if image.ndim == 3 else image[..., None].repeat(3, -1), 0, 1)
+    if heat_max is not None:
+        return heat_colors(image / (heat_max or 1.0))
+    rgb = np.clip(image if image.ndim == 3 else image[..., None].repeat(3, -1), 0, 1)
     return (rgb * 255 + 0.5).astype(np.uint8)
 
 
@@ -64,28 +66,25 @@ def _tile_grid(cells: list[list[np.ndarray]], column_names, row_labels=None, tit
     return canvas
 
 
-def read_png(path) -> np.ndarray:
-    """uint8 [H, W, 3] of a PNG this module wrote (TensorBoard's image summaries take it as it is)."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def image_grid(panels: dict, path, title=""):
-    """One column per panel (input, reconstruction, map ...), one row per image."""
+def image_grid(panels: dict, path, title="") -> np.ndarray:
+    """One column per panel (input, reconstruction, map ...), one row per image; returns the picture
+    (uint8 [H, W, 3], for TensorBoard) as it also writes it to `path`."""
     names = list(panels)
     columns = []
     for name in names:
         data = np.asarray(panels[name])
         is_map = data.ndim == 3  # [N, H, W] maps get a heat colour map scaled to their 99.5th percentile
         vmax = (float(np.percentile(data, 99.5)) or 1.0) if is_map else None
-        columns.append([to_rgb(image, "inferno" if is_map else None, vmax) for image in data])
-    _tile_grid([list(row) for row in zip(*columns)], names, title=title).save(path, format="png")
+        columns.append([to_rgb(image, vmax) for image in data])
+    grid = _tile_grid([list(row) for row in zip(*columns)], names, title=title)
+    grid.save(path, format="png")
+    return np.asarray(grid)
 
 
 def overlay_grid(rows: list[dict], path, vmax: float):
     """Image, reconstruction, anomaly map, ground truth and predicted mask for a few test images."""
     columns = [c for c in ("image", "reconstruction", "anomaly map", "ground truth", "predicted") if c in rows[0]]
-    cells = [[to_rgb(row[name], "inferno" if name == "anomaly map" else None, vmax) for name in columns]
+    cells = [[to_rgb(row[name], vmax if name == "anomaly map" else None) for name in columns]
              for row in rows]
     labels = [f"{row['defect']}\n{row['score']:.4f}" for row in rows]
     _tile_grid(cells, columns, labels).save(path, format="png")
@@ -138,13 +137,11 @@ def score_histogram(scores, labels, path, threshold=None, title="image scores", 
 
 def pixel_curves(masks, maps, fpr_limit, path):
     """Pixel ROC (every pixel of the masked test images) and the PRO curve up to `fpr_limit` (AUPRO's range)."""
-    from sklearn.metrics import roc_curve as pixel_roc
-
     from keras_ad.metrics import aupro, pixel_auroc, pro_curve
 
     masks, maps = np.asarray(masks, bool), np.asarray(maps, np.float32)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    fpr, tpr, _ = pixel_roc(masks.ravel(), maps.ravel(), drop_intermediate=True)
+    fpr, tpr, _ = roc_curve(masks.ravel(), maps.ravel(), drop_intermediate=True)
     axes[0].plot(fpr, tpr, label=f"pixel AUROC {pixel_auroc(masks, maps):.3f}")
     axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
     axes[0].set(xlabel="false positive rate (pixels)", ylabel="true positive rate (pixels)", title="pixel ROC")

@@ -51,7 +51,8 @@ def _umask() -> int:
 
 
 def atomic_save(path, save_fn):
-    """Call `save_fn(tmp_path)` (e.g. a weights or figure writer) and rename the result onto `path`."""
+    """Call `save_fn(tmp_path)` (e.g. a weights or figure writer), rename the result onto `path` and return
+    what `save_fn` returned."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     base, ext = os.path.splitext(os.path.basename(path))
@@ -59,8 +60,9 @@ def atomic_save(path, save_fn):
         base, ext = base[:-len(".weights")], ".weights" + ext
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{base}{ext}")
     try:
-        save_fn(tmp)
+        result = save_fn(tmp)
         os.replace(tmp, path)
+        return result
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

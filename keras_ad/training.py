@@ -165,10 +165,10 @@ class RunLogger(keras.callbacks.Callback):
                 tf.summary.scalar(key, _scalar(value))
         if done % self.cfg.train.sample_every == 0 or done == self.total:
             panels = {k: np.asarray(v) for k, v in self.model.sample_panels(self.samples).items()}
-            path = self.run.file("samples", f"epoch-{done:05d}.png")
-            atomic_save(path, lambda p: plots.image_grid(panels, p, title=f"epoch {done}"))
+            grid = atomic_save(self.run.file("samples", f"epoch-{done:05d}.png"),
+                               lambda p: plots.image_grid(panels, p, title=f"epoch {done}"))
             with self.writer.as_default(step=done):
-                tf.summary.image("samples", plots.read_png(path)[None])
+                tf.summary.image("samples", grid[None])
             if done == self.total:  # the trained model's panels, drawn here anyway
                 warn_if_collapsed(panels)
         # the epoch's row and grid before its checkpoint: a kill in between repeats the epoch on --resume,
