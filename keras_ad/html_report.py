@@ -118,27 +118,37 @@ def _last_samples(folder: str) -> tuple:
     return ((os.path.relpath(samples[-1], folder), "The last training epoch's samples."),) if samples else ()
 
 
+FLAG_TAGS = {"false positive": "fp", "false negative": "fn"}
+
+
+def _tags(row) -> list[str]:
+    """The filter tags of one gallery card: its decision, its mistake if any, its kind if known."""
+    tags = ["anomalous" if row.get("decision") else "passed"]
+    tags += [FLAG_TAGS[row["flag"]]] if row.get("flag") else []
+    return tags + ([f"kind-{_slug(row['kind'])}"] if row.get("kind") else [])
+
+
 def _gallery(rows: list[dict], image_folder: str, note: str) -> list[str]:
     """Cards sorted by score, highest first, with filters by decision, mistakes and kind."""
     rows = sorted(rows, key=lambda r: -r["score"])
+    tags = [_tags(r) for r in rows]
     kinds = sorted({r["kind"] for r in rows if r.get("kind")})
     mistakes = [("fp", "false positives"), ("fn", "false negatives")] if kinds else []  # labelled images only
     filters = [("all", "all"), ("anomalous", "decided anomalous"), *mistakes] + [(f"kind-{_slug(k)}", k)
                                                                                for k in kinds]
+    counts = {tag: sum(tag in t for t in tags) for tag, _ in filters}
+    counts["all"] = len(rows)
     buttons = "".join(f"<button data-tag=\"{tag}\" onclick=\"pick(this)\"{' class=on' if tag == 'all' else ''}>"
-                      f"{_e(label)} ({_count(rows, tag)})</button>" for tag, label in filters)
+                      f"{_e(label)} ({counts[tag]})</button>" for tag, label in filters)
     items = []
-    for r in rows:
-        tags = ["anomalous" if r.get("decision") else "passed"]
-        tags += {"false positive": ["fp"], "false negative": ["fn"]}.get(r.get("flag"), [])
-        tags += [f"kind-{_slug(r['kind'])}"] if r.get("kind") else []
-        badges = "".join(f"<span class=\"tag bad\">{_e(r['flag'])}</span>" for _ in [0] if r.get("flag"))
+    for r, card_tags in zip(rows, tags):
+        badges = f"<span class=\"tag bad\">{_e(r['flag'])}</span>" if r.get("flag") else ""
         if r.get("decision") is not None:
             badges += (f"<span class=\"tag{' anom' if r['decision'] else ''}\">"
                        f"{'anomalous' if r['decision'] else 'good'}</span>")
         truth = f"truth: {_e(r['kind'])} · " if r.get("kind") else ""
         area = f" · area {r['area']} px" if r.get("area") is not None else ""
-        items.append(f"<div class=\"item{' flagged' if r.get('flag') else ''}\" data-tags=\"{' '.join(tags)}\">"
+        items.append(f"<div class=\"item{' flagged' if r.get('flag') else ''}\" data-tags=\"{' '.join(card_tags)}\">"
                      f"<img loading=\"lazy\" src=\"{quote(image_folder + '/' + r['file'])}\" alt=\"{_e(r['file'])}\">"
                      f"<div>{badges}</div><div>{truth}score {r['score']:.5g}{area}</div>"
                      f"<div class=\"sub\" title=\"{_e(r['path'])}\">{_e(r['file'])}</div></div>")
@@ -146,16 +156,6 @@ def _gallery(rows: list[dict], image_folder: str, note: str) -> list[str]:
             f"</span> of {len(rows)}, highest score first; each overlay is the anomaly map over the image (colour "
             f"bar: the calibrated threshold at its tick), predicted regions outlined in blue, ground truth in "
             f"green.</p>", f"<div class=\"filters\">{buttons}</div>", f"<div class=\"grid\">{''.join(items)}</div>"]
-
-
-def _count(rows, tag) -> int:
-    if tag == "all":
-        return len(rows)
-    if tag == "anomalous":
-        return sum(bool(r.get("decision")) for r in rows)
-    if tag in ("fp", "fn"):
-        return sum(r.get("flag") == {"fp": "false positive", "fn": "false negative"}[tag] for r in rows)
-    return sum(f"kind-{_slug(r.get('kind'))}" == tag for r in rows if r.get("kind"))
 
 
 def _read_json(path):
