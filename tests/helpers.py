@@ -2,7 +2,9 @@
 training step on one device and under MirroredStrategy. Import with `from helpers import ...`."""
 
 import importlib.util
+import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -41,6 +43,8 @@ TINY_PROTOCOLS = {
                                      "reduction": "topk_mean"}},
 }
 ROI_MASK_SHAPE = (64, 128)  # drawn at twice data.image_size, the same aspect ratio
+EXPORT_MIN_AREA = 3  # the exported tiny runs' minimum defect area (conftest.export_tiny): > 1, so the
+# exported graphs carry the connected-component loop
 
 
 def one_sgd_step(strategy, cfg, initial, images, learning_rate, precision="float32"):
@@ -180,3 +184,46 @@ def device_command(script, *args):
     """)
     return subprocess.run([sys.executable, "-c", bootstrap], capture_output=True, text=True, timeout=300,
                           cwd=os.path.dirname(str(script)))
+
+
+# The loop of CleanPython's process: one JSON-encoded snippet per line in, one JSON reply per line out
+# (None, or the traceback of what failed); what a snippet prints goes to stderr, not into the replies.
+_CLEAN_PYTHON_LOOP = """
+import importlib, json, sys, traceback
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+replies, sys.stdout = sys.stdout, sys.stderr
+for line in sys.stdin:
+    try:
+        exec(json.loads(line), {})
+        reply = None
+    except BaseException:
+        reply = traceback.format_exc()
+    replies.write(json.dumps(reply) + "\\n")
+    replies.flush()
+"""
+
+
+class CleanPython:
+    """A Python process that never imports keras_ad, kept for a whole test session: `run(code)` executes
+    code there in a fresh namespace and returns None, or the traceback of what failed. `preload` is imported
+    once at the start: one TensorFlow import per test worker instead of one per check (~5 s each)."""
+
+    def __init__(self, preload=("tensorflow",)):
+        self.process = subprocess.Popen([sys.executable, "-c", _CLEAN_PYTHON_LOOP, *preload], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def run(self, code: str, timeout: float = 300):
+        self.process.stdin.write(json.dumps(textwrap.dedent(code)) + "\n")
+        self.process.stdin.flush()
+        if not select.select([self.process.stdout], [], [], timeout)[0]:
+            self.process.kill()
+            raise TimeoutError(f"the clean Python process gave no answer in {timeout} s")
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the clean Python process exited with {self.process.wait()}")
+        return json.loads(line)
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)

@@ -9,11 +9,9 @@ import itertools
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from helpers import device_command
 
 import keras_ad
-from keras_ad.cli import main
 from keras_ad.export.device import DeviceScorer
 
 RNG = np.random.default_rng(7)
@@ -24,13 +22,9 @@ SIDE = 12
 
 
 @pytest.fixture(scope="module")
-def export(trained_run, tmp_path_factory):
-    """The tiny run's fp32 TFLite and ONNX export folder."""
-    out = tmp_path_factory.mktemp("bad-inputs") / "export"
-    result = CliRunner().invoke(main, ["export", "--run", str(trained_run), "--format", "tflite,onnx",
-                                       "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+def export(export_tiny):
+    """The tiny CAE run's export folder (conftest.export_tiny): its fp32 TFLite and ONNX models."""
+    return export_tiny("cae")[1]
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,13 @@ import functools
 import json
 import os
 import shutil
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from helpers import TINY_DETECTORS, TINY_PROTOCOLS, device_command
+from helpers import EXPORT_MIN_AREA, TINY_DETECTORS, TINY_PROTOCOLS, device_command
 from PIL import Image
 
 import keras_ad
@@ -25,8 +23,6 @@ from keras_ad.cli import main
 from keras_ad.detectors import REGISTRY
 from keras_ad.export import bundle, device, parity
 from keras_ad.specs import SPECS
-
-MIN_AREA = 3
 
 
 @functools.cache
@@ -51,22 +47,10 @@ def test_every_registered_detector_has_a_tiny_test_model():
     assert set(REGISTRY) <= {section["name"] for section in TINY_DETECTORS.values()}
 
 
-@pytest.fixture(scope="module", params=sorted(TINY_DETECTORS) + sorted(TINY_PROTOCOLS))
-def exported(request, train_tiny, tmp_path_factory):
-    """(run folder, export folder, export report) of one detector (or protocol run): every format, float,
-    and int8 TFLite in the same export but for a video model (TFLite has no int8 3D convolutions)."""
-    folder = tmp_path_factory.mktemp(f"export-{request.param}")
-    run = folder / "run"
-    shutil.copytree(train_tiny(request.param), run)
-    assert invoke("calibrate", "--run", run, "--min-area", MIN_AREA).exit_code == 0
-    out = folder / "export"
-    quantize = "none" if load(run).detector.clip_length else "none,int8"
-    result = invoke("export", "--run", run, "--format", "savedmodel,tflite,onnx", "--quantize", quantize, "--out", out)
-    report = json.loads((out / "export_report.json").read_text())
-    # The tiny 2-epoch model may lose more AUROC under int8 than allowed: the exit code must say so either
-    # way (test_float_artefacts_match_keras_within_tolerance holds the float ones to passing).
-    assert result.exit_code == (0 if report["passed"] else 1), result.output
-    return run, out, report
+@pytest.fixture(params=sorted(TINY_DETECTORS) + sorted(TINY_PROTOCOLS))
+def exported(request, export_tiny):
+    """(run folder, export folder, export report) of one detector (or protocol run), conftest.export_tiny."""
+    return export_tiny(request.param)
 
 
 def test_float_artefacts_match_keras_within_tolerance(exported):
@@ -89,7 +73,7 @@ def test_metadata_describes_the_artefacts(exported):
     metadata = json.loads((out / "metadata.json").read_text())
     calibration = json.loads((run / "calibration.json").read_text())
     decision = {k: metadata["decision"][k] for k in ("pixel_threshold", "min_area")}
-    assert decision == {"pixel_threshold": calibration["pixel_threshold"], "min_area": MIN_AREA}
+    assert decision == {"pixel_threshold": calibration["pixel_threshold"], "min_area": EXPORT_MIN_AREA}
     assert metadata["decision"].get("online_psnr_range") == calibration.get("online_psnr_range")  # video models
     assert metadata["input"]["dtype"] == "uint8"
     assert metadata["input"]["channels"] == load(run).cfg.data.channels
@@ -251,12 +235,12 @@ def test_device_scorer_bad_input_is_one_line(exported, tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.png'}: no such file or folder"]
 
 
-def test_saved_model_loads_without_keras_ad(exported, tmp_path):
+def test_saved_model_loads_without_keras_ad(exported, clean_tensorflow, tmp_path):
     run, out, _ = exported
     images = random_inputs(run, 3, 50, 40, seed=0)
     expected = load(run)(images, 0.05)
     np.savez(tmp_path / "case.npz", images=images, **{k: v.numpy() for k, v in expected.items()})
-    script = textwrap.dedent(f"""
+    failure = clean_tensorflow.run(f"""
         import sys
         import numpy as np
         import tensorflow as tf
@@ -270,10 +254,8 @@ def test_saved_model_loads_without_keras_ad(exported, tmp_path):
         default = model.signatures["serving_default"](images=tf.constant(case["images"]))
         assert set(default) == {set(expected)!r}  # a video model's online_score too
         assert not any(m.startswith("keras_ad") for m in sys.modules)
-        print("ok")
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    assert failure is None, failure
 
 
 @pytest.fixture(params=["run", "export"])
