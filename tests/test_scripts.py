@@ -156,8 +156,8 @@ def test_run_all_tables_runs_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KERAS_AD_HOME", str(tmp_path / "home"))
     digits = load_digits()
     images = (digits.images * 16).clip(0, 255).astype(np.uint8)
-    np.savez(tmp_path / "d.npz", x_train=images[::3], y_train=digits.target[::3], x_test=images[1::12],
-             y_test=digits.target[1::12])
+    np.savez(tmp_path / "d.npz", x_train=images[::3], y_train=digits.target[::3], x_test=images[1::24],
+             y_test=digits.target[1::24])
     tiny = ["data.source=" + str(tmp_path / "d.npz"), "detector.perceptual_weights=none", "detector.latent_dim=8",
             "detector.latent_critic_dims=[16,16]", "train.iterations=3", "train.min_epoch_images=96",
             "train.batch_size=16"]
@@ -170,7 +170,7 @@ def test_run_all_tables_runs_and_resumes(tmp_path, monkeypatch, capsys):
     # epochs
     assert "on 58 images, repeated to 96 per epoch (3 validation), 2 epochs" in capsys.readouterr().out
     report = json.loads((tmp_path / "all" / "mnist" / "3" / "run0" / "report.json").read_text())
-    test_labels = digits.target[1::12]
+    test_labels = digits.target[1::24]
     assert report["n_images"] == len(test_labels) and report["n_defective"] == int((test_labels != 3).sum())
     assert "random VGG19 features" in report["caveats"][0]
     results = json.loads((tmp_path / "all" / "results.json").read_text())
