@@ -5,8 +5,9 @@ A test that asks for a trained run or the two-replica strategy is marked `slow` 
 mark themselves.
 
 The suite runs in two pytest-xdist worker processes (setup.cfg). What is costly to make (the data sets,
-the tiny trained runs) is made once for the whole session by whichever worker asks first (`shared_folder`)
-and read by both; tests that share a module-scoped export run on one worker (`xdist_group`).
+the tiny trained runs and their exports) is made once for the whole session by whichever worker asks first
+(`shared_folder`) and read by both; tests that share one export's loaded scorers run on one worker
+(`xdist_group`).
 
 TensorFlow sees two logical CPU devices (set here, before it initialises) so that MirroredStrategy
 can be tested on a machine without GPUs.
@@ -28,8 +29,8 @@ tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceCon
 SLOW_FIXTURES = {"train_tiny", "trained_run", "run_copy", "export_tiny", "two_replicas"}
 
 
-# module-scoped fixtures that export a model: their module's tests run on one worker (per detector
-# for the export suite), so each export is made once
+# modules whose tests share one export's loaded scorers: their tests run on one worker (per detector for
+# the export suite), so each scorer is loaded and traced once
 GROUPED_MODULES = {"test_export.py", "test_bad_inputs.py"}
 
 
@@ -55,8 +56,8 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_xdist_node_collection_finished(node, ids):
-    """Grouped tests that lost their group would export each model twice, silently (pytest 9.2 with
-    pytest-xdist 3.8, docs/stack.md#6-xdist): stop instead."""
+    """Grouped tests that lost their group would load and trace each exported scorer in both processes,
+    silently (pytest 9.2 with pytest-xdist 3.8, docs/stack.md#6-xdist): stop instead."""
     grouped = [nodeid for nodeid in ids if nodeid.split("::")[0].rsplit("/", 1)[-1] in GROUPED_MODULES]
     if node.config.getoption("dist") == "loadgroup" and grouped and not any("@" in nodeid for nodeid in grouped):
         pytest.exit("pytest-xdist did not group the export tests (--dist loadgroup): install the pytest that "

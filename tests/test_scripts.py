@@ -320,3 +320,27 @@ def test_kill_resume_trials_kill_at_random_moments_and_find_nothing_corrupt(tmp_
     run = tmp_path / "trial00"
     (run / "history.csv").write_text((run / "history.csv").read_text() + "3,0.1,0.1\n")  # an epoch twice
     assert trials.problems(str(run), 3) == ["history.csv epochs ['1', '2', '3', '3']"]
+
+
+def test_suite_time_estimate_splits_each_test_into_compute_and_the_rest(tmp_path, capsys):
+    """A test that takes 10 s here and 17.5 s with oneDNN capped (slowdown 4) spent 2.5 s computing: on a CPU
+    2x slower at the rest and 5x at compute it takes 2 x 7.5 + 5 x 2.5 = 27.5 s; a test that is no slower
+    capped is all rest; one only in one log is left out; two workers share the sum."""
+    report = "============ slowest durations ============\n{}\n=== 2 passed in 1.0s ===\n"
+    (tmp_path / "default.log").write_text(report.format(
+        "10.00s call     tests/test_a.py::test_compute\n4.00s setup    tests/test_b.py::test_rest\n"
+        "1.00s call     tests/test_c.py::test_only_here"))
+    (tmp_path / "sse41.log").write_text(report.format(
+        "17.50s call     tests/test_a.py::test_compute\n3.90s setup    tests/test_b.py::test_rest"))
+    estimate = _script("estimate_suite_time")
+    rows = estimate.estimate(estimate.read_durations(tmp_path / "default.log"),
+                             estimate.read_durations(tmp_path / "sse41.log"), 4.0, 5.0, 2.0)
+    assert rows == {("call", "tests/test_a.py::test_compute"): (10.0, 2.5, 27.5),
+                    ("setup", "tests/test_b.py::test_rest"): (4.0, 0.0, 8.0)}
+    assert estimate.main([str(tmp_path / "default.log"), str(tmp_path / "sse41.log"), "--isa-slowdown", "4",
+                          "--compute-ratio", "5", "--other-ratio", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "estimated on the slower CPU: 36 s of test time, 0.3 min" in out
+    assert out.index("test_compute |") < out.index("test_rest |")  # the costliest first
+    with pytest.raises(SystemExit):
+        estimate.main([str(tmp_path / "default.log"), str(tmp_path / "sse41.log"), "--isa-slowdown", "1"])
