@@ -43,8 +43,7 @@ TINY_PROTOCOLS = {
                                      "reduction": "topk_mean"}},
 }
 ROI_MASK_SHAPE = (64, 128)  # drawn at twice data.image_size, the same aspect ratio
-EXPORT_MIN_AREA = 3  # the exported tiny runs' minimum defect area (conftest.export_tiny): > 1, so the
-# exported graphs carry the connected-component loop
+EXPORT_MIN_AREA = 3  # the exported tiny runs' minimum defect area (conftest.export_tiny)
 
 
 def one_sgd_step(strategy, cfg, initial, images, learning_rate, precision="float32"):
