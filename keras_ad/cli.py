@@ -77,8 +77,7 @@ def train(config_path, overrides, overwrite, resume, no_evaluate, workers, worke
         no_evaluate = True
     if resume:
         cfg = _resume_in_place(config_path, overrides, cfg)
-        _check_resume_config(cfg)
-    run = Run.create(cfg, overwrite=overwrite, resume=resume)  # a refusal comes before TensorFlow loads
+    run = Run.create(cfg, overwrite=overwrite, resume=resume)  # refusals come before TensorFlow loads
 
     from keras_ad import training
 
@@ -118,22 +117,6 @@ def _resume_in_place(config_path, overrides, cfg):
             or os.path.abspath(cfg.run_dir) == folder):
         return cfg
     return config_lib.load(config_path, (*overrides, f"run.dir={json.dumps(folder)}"))
-
-
-def _check_resume_config(cfg):
-    """A resumed run keeps its data and model; only train.epochs may change, and run.dir (a run moved or
-    copied elsewhere resumes where it is now)."""
-    from keras_ad.runs import Run
-
-    run = Run.open(cfg.run_dir)
-    saved = run.config().to_dict()
-    new = cfg.to_dict()
-    saved["train"]["epochs"] = new["train"]["epochs"]
-    saved["run"]["dir"] = new["run"]["dir"]
-    changed = [f"{s}.{k}" for s in new for k in new[s] if saved.get(s, {}).get(k) != new[s][k]]
-    if changed:
-        raise UsageError(f"{run.path}: --resume with a config that differs from the run's in "
-                         f"{', '.join(changed)}; resume with the same config or start a new run.dir")
 
 
 @main.command()

@@ -180,6 +180,7 @@ class Run:
             if not run.is_run:
                 raise UsageError(f"{run.path}: nothing to resume (not a keras_ad run); drop --resume to start a "
                                  f"new run")
+            _check_resume_config(run, cfg)
             remove_temporaries(run.path)  # half-written files of the killed process
         elif not ownership.is_empty(run.path):
             failed_start = run.is_run and not run.has_trained
@@ -232,3 +233,16 @@ class Run:
             return None
         with open(path, encoding="utf-8") as f:
             return json.load(f)
+
+
+def _check_resume_config(run, cfg):
+    """A resumed run keeps its data and model; only train.epochs may change, and run.dir (a run moved or
+    copied elsewhere resumes where it is now)."""
+    saved = run.config().to_dict()
+    new = cfg.to_dict()
+    saved["train"]["epochs"] = new["train"]["epochs"]
+    saved["run"]["dir"] = new["run"]["dir"]
+    changed = [f"{s}.{k}" for s in new for k in new[s] if saved.get(s, {}).get(k) != new[s][k]]
+    if changed:
+        raise UsageError(f"{run.path}: resuming with a config that differs from the run's in {', '.join(changed)}; "
+                         f"resume with the same config or start a new run.dir")

@@ -15,9 +15,11 @@ import tensorflow as tf
 from click.testing import CliRunner
 from helpers import FEATURE_PASS_DETECTORS, TINY_DETECTORS, VIDEO_DETECTORS, tiny_config_dict, write_config
 
+import keras_ad
 from keras_ad import config
 from keras_ad.cli import main
 from keras_ad.detectors import build
+from keras_ad.errors import UsageError
 
 
 def _one_step(strategy, cfg, initial_weights, images):
@@ -73,10 +75,16 @@ def test_resume_after_kill(tiny_data, tmp_path):
 
 
 def test_resume_refuses_a_changed_config(tiny_data, tmp_path, trained_run):
+    """From the CLI and from keras_ad.train alike, before the run's config.yaml is touched."""
+    saved = (trained_run / "config.yaml").read_text()
     cfg = config.load(os.path.join(trained_run, "config.yaml")).to_dict()
-    path = write_config(tmp_path / "c.yaml", {**cfg, "data": {**cfg["data"], "image_size": 64}})
+    changed = {**cfg, "data": {**cfg["data"], "image_size": 64}}
+    path = write_config(tmp_path / "c.yaml", changed)
     result = CliRunner().invoke(main, ["train", "--config", str(path), "--resume"])
     assert result.exit_code == 2 and "data.image_size" in result.output
+    with pytest.raises(UsageError, match="data.image_size"):
+        keras_ad.train(changed, resume=True)
+    assert (trained_run / "config.yaml").read_text() == saved
 
 
 @pytest.mark.slow
