@@ -24,6 +24,8 @@ from keras_ad.losses.perceptual import RECONSTRUCTION_LOSSES, PerceptualFeatures
 from keras_ad.losses.weight_policy import GradientWeightPolicy, is_kernel, kernel_gradient_stds
 
 LEAKY_GAIN = math.sqrt(2.0 / (1.0 + LEAKY_SLOPE ** 2))  # PyTorch calculate_gain('leaky_relu', 0.2)
+
+
 def conv_init():
     """Every conv kernel of G, E and D_x: He-normal, fan_out, LeakyReLU gain (docs/methods/piad.md#1b); a new
     initializer per layer (keras_ad/detectors/blocks.py says why)."""
