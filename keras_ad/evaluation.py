@@ -101,7 +101,7 @@ def _plots(run, cfg, scorer, test, out, report):
     if np.isfinite(report["pixel_auroc"]):
         atomic_save(run.file("plots", "pixel_curves.png"),
                     lambda p: plots.pixel_curves(test["masks"][has_mask], out["anomaly_map"][has_mask],
-                                                 cfg.evaluate.pro_fpr_limit, p))
+                                                 cfg.evaluate.pro_fpr_limit, p, report["pixel_auroc"], report["aupro"]))
     rows = _pick_overlay_rows(defects, cfg.evaluate.overlay_images)
     if not rows:
         return

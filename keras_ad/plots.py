@@ -135,20 +135,21 @@ def score_histogram(scores, labels, path, threshold=None, title="image scores", 
     plt.close(fig)
 
 
-def pixel_curves(masks, maps, fpr_limit, path):
-    """Pixel ROC (every pixel of the masked test images) and the PRO curve up to `fpr_limit` (AUPRO's range)."""
-    from keras_ad.metrics import aupro, pixel_auroc, pro_curve
+def pixel_curves(masks, maps, fpr_limit, path, pixel_auroc, aupro):
+    """Pixel ROC (every pixel of the masked test images) and the PRO curve up to `fpr_limit` (AUPRO's range),
+    labelled with the `pixel_auroc` and `aupro` the report computed from the same maps."""
+    from keras_ad.metrics import pro_curve
 
     masks, maps = np.asarray(masks, bool), np.asarray(maps, np.float32)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     fpr, tpr, _ = roc_curve(masks.ravel(), maps.ravel(), drop_intermediate=True)
-    axes[0].plot(fpr, tpr, label=f"pixel AUROC {pixel_auroc(masks, maps):.3f}")
+    axes[0].plot(fpr, tpr, label=f"pixel AUROC {pixel_auroc:.3f}")
     axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
     axes[0].set(xlabel="false positive rate (pixels)", ylabel="true positive rate (pixels)", title="pixel ROC")
     curve = pro_curve(masks, maps)
     if curve is not None:
         keep = curve[0] <= fpr_limit
-        axes[1].plot(curve[0][keep], curve[1][keep], label=f"AUPRO@{fpr_limit:g} {aupro(masks, maps, fpr_limit):.3f}")
+        axes[1].plot(curve[0][keep], curve[1][keep], label=f"AUPRO@{fpr_limit:g} {aupro:.3f}")
     axes[1].set(xlabel="false positive rate (normal pixels)", ylabel="per-region overlap", xlim=(0, fpr_limit),
                 ylim=(0, 1.02), title="PRO curve")
     for ax in axes:
