@@ -70,8 +70,4 @@ def write(run, test: dict, out: dict, threshold: float | None, center_crop, chan
 
 
 def read(run) -> list[dict]:
-    path = run.file(FOLDER, ROWS)
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return json.load(f)
+    return run.read_json(os.path.join(FOLDER, ROWS)) or []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import html
-import json
 import math
 import os
 from urllib.parse import quote
@@ -158,17 +157,10 @@ def _gallery(rows: list[dict], image_folder: str, note: str) -> list[str]:
             f"green.</p>", f"<div class=\"filters\">{buttons}</div>", f"<div class=\"grid\">{''.join(items)}</div>"]
 
 
-def _read_json(path):
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def write_run_report(run) -> str:
     """<run>/report.html from the run's files; returns its path."""
-    report = _read_json(run.file(REPORT)) or {}
-    calibration = _read_json(run.file(CALIBRATION)) or {}
+    report = run.read_json(REPORT) or {}
+    calibration = run.read_json(CALIBRATION) or {}
     config = open(run.file(CONFIG)).read() if os.path.isfile(run.file(CONFIG)) else ""
     rows = gallery.read(run)
     n_images, n_defective = report.get("n_images"), report.get("n_defective")
