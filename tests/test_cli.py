@@ -70,7 +70,6 @@ def test_evaluate_reproduces_the_report(run_copy):
         assert after[key] == pytest.approx(before[key], abs=1e-6)
 
 
-
 class _Page(HTMLParser):
     """What a report page refers to and holds: src/href values, table rows' first cells, gallery items."""
 
@@ -134,6 +133,7 @@ def test_report_html_renders_in_headless_chromium(trained_run, tmp_path):
     assert pixels.shape[:2] == (1600, 1280)
     colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
     assert colours > 200 and pixels.std() > 20, (colours, pixels.std())  # text, metric cards and plots drawn
+
 
 def test_calibrate_with_min_area_lowers_the_threshold(run_copy):
     before = json.loads((run_copy / "calibration.json").read_text())

@@ -259,8 +259,6 @@ def test_python_train_passes_callbacks_to_fit_and_early_stopping_stops_on_a_plat
     validation loss; on a terminal each epoch is one bar that its summary line replaces, without Keras' own
     bar and epoch counter. At learning rate 0 the validation loss is flat: train.early_stopping 1 stops
     after the second epoch of six, with one history row per epoch trained."""
-    import keras_ad
-
     recorder = _EpochRecorder()
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     run = keras_ad.train(tiny_config_dict(tiny_data, tmp_path / "run"), callbacks=[recorder],
