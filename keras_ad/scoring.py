@@ -139,7 +139,7 @@ class Scorer:
         self.run_calibration = value  # calibration.json as written, every variant's threshold
         self._calibration = variant_calibration(value, self.variant)
         self._graph_fns = {}  # (input dtype, channels) -> traced graph
-        self._inputs_fn = tf.function(self.score_inputs, reduce_retracing=True)
+        self._inputs_fns = {}  # pre-processed input shape without the batch -> traced score_inputs
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -247,7 +247,12 @@ class Scorer:
         """Score float32 images that went through `preprocess` already, in batches, without pre-processing
         them again; numpy out."""
         x = np.asarray(x, np.float32)
-        parts = [self._inputs_fn(tf.constant(x[i:i + self.batch_size])) for i in range(0, len(x), self.batch_size)]
+        key = x.shape[1:]
+        if key not in self._inputs_fns:  # any batch size, so that a last, smaller batch is not traced again
+            spec = tf.TensorSpec([None, *key], tf.float32)
+            self._inputs_fns[key] = tf.function(lambda batch: self.score_inputs(batch), input_signature=[spec])
+        score = self._inputs_fns[key]
+        parts = [score(tf.constant(x[i:i + self.batch_size])) for i in range(0, len(x), self.batch_size)]
         if not parts:
             empty = {"score": np.zeros(0, np.float32), "anomaly_map": np.zeros((0, *self.image_shape), np.float32)}
             if self.calibration:
