@@ -42,8 +42,8 @@ def test_two_workers_train_every_detector_to_identical_weights(tiny_data, tiny_v
     for name in TINY_DETECTORS:
         video = name in VIDEO_DETECTORS
         data = {"layout": "video", "root": tiny_video, "channels": 1, "val_fraction": 0.3} if video else {}
-        # at least two steps of every detector (PIAD reads 3 batches a step): 48 images an epoch
-        train = {"epochs": 1, "batch_size": 8, "augment": False, "min_epoch_images": 0 if video else 48}
+        # at least two steps of every detector (the tiny PIAD reads 2 batches a step): 32 images an epoch
+        train = {"epochs": 1, "batch_size": 8, "augment": False, "min_epoch_images": 0 if video else 32}
         configs[name] = tiny_config_dict(tiny_data, tmp_path / name, name, data=data, train=train)
     (tmp_path / "configs.json").write_text(json.dumps(configs))
     workers = ",".join(f"127.0.0.1:{port}" for port in _free_ports(2))

@@ -11,7 +11,8 @@ from keras_ad import config
 from keras_ad.detectors import anogan, build, piad
 
 # Per detector: (batch, SGD learning rate) of a step that moves the weights by ~1e-3 or more (GANomaly's
-# losses are pixel sums with gradients ~1e4); PIAD's batch feeds 2 critic steps and 1 E/G step.
+# losses are pixel sums with gradients ~1e4); the tiny PIAD's batch (n_dis 1) feeds a critic step and
+# an E/G step.
 STEP = {"cae": (8, 0.5), "ganomaly2d": (8, 1e-7), "ganomaly": (8, 1e-3), "anogan": (8, 1e-3),
         "piad": (24, 1e-4), "lntra": (4, 1e-2)}
 # float16 keeps ~3 significant digits, bfloat16 ~2: the whole update's direction (cosine) and size

@@ -159,16 +159,16 @@ def test_run_all_tables_runs_and_resumes(tmp_path, monkeypatch, capsys):
     np.savez(tmp_path / "d.npz", x_train=images[::3], y_train=digits.target[::3], x_test=images[1::24],
              y_test=digits.target[1::24])
     tiny = ["data.source=" + str(tmp_path / "d.npz"), "detector.perceptual_weights=none", "detector.latent_dim=8",
-            "detector.latent_critic_dims=[16,16]", "train.iterations=3", "train.min_epoch_images=96",
-            "train.batch_size=16"]
+            "detector.latent_critic_dims=[16,16]", "detector.n_dis=1", "train.iterations=3",
+            "train.min_epoch_images=64", "train.batch_size=16"]
     tiny += [f"detector.{k}_dims=[8,8,8,8]" for k in ("generator", "encoder", "image_critic")]
     run_all = _script("run_all")
     args = ["--datasets", "mnist", "--classes", "3", "--runs", "2", "--out", str(tmp_path / "all")]
     args += [a for s in tiny for a in ("--set", s)]
     assert run_all.main(args) == 0
-    # 61 images of digit 3 train (3 of them validate) and repeat to 96 per epoch: 2 steps of 16 x 3; 3 iterations -> 2
-    # epochs
-    assert "on 58 images, repeated to 96 per epoch (3 validation), 2 epochs" in capsys.readouterr().out
+    # 61 images of digit 3 train (3 of them validate) and repeat to 64 per epoch: 2 steps of 16 x 2 (n_dis 1);
+    # 3 iterations -> 2 epochs
+    assert "on 58 images, repeated to 64 per epoch (3 validation), 2 epochs" in capsys.readouterr().out
     report = json.loads((tmp_path / "all" / "mnist" / "3" / "run0" / "report.json").read_text())
     test_labels = digits.target[1::24]
     assert report["n_images"] == len(test_labels) and report["n_defective"] == int((test_labels != 3).sum())

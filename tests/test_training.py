@@ -93,8 +93,9 @@ def test_a_seeded_deterministic_run_repeats_to_1e6(tmp_path):
     weights and the same metrics to 1e-6. PIAD draws z and α every step, so randomness is exercised."""
     from helpers import digits_config
 
-    detector = {"name": "piad", "reconstruction_loss": "pixel_l2", "latent_dim": 8, "generator_dims": [8] * 4,
-                "encoder_dims": [8] * 4, "image_critic_dims": [8] * 4, "latent_critic_dims": [16, 16]}
+    detector = {"name": "piad", "reconstruction_loss": "pixel_l2", "n_dis": 1, "latent_dim": 8,
+                "generator_dims": [8] * 4, "encoder_dims": [8] * 4, "image_critic_dims": [8] * 4,
+                "latent_critic_dims": [16, 16]}
     path = digits_config(tmp_path, detector, labels=(0, 1), normal_class="0",
                          train={"batch_size": 8, "seed": 3, "deterministic": True})
     runs = [tmp_path / f"run{k}" for k in (1, 2)]

@@ -65,7 +65,7 @@ def check(values, shape, key, source):
 
 
 SPEC = DetectorSpec("piad", "keras_ad.detectors.piad:from_config", PARAMS, defaults, check,
-                    tiny={"piad": {"name": "piad", "perceptual_weights": "none", "latent_dim": 8,
+                    tiny={"piad": {"name": "piad", "perceptual_weights": "none", "latent_dim": 8, "n_dis": 1,
                                    "generator_dims": [8] * 4, "encoder_dims": [8] * 4, "image_critic_dims": [8] * 4,
                                    "latent_critic_dims": [16, 16]}},
                     own_score=True)
