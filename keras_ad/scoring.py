@@ -241,6 +241,10 @@ class Scorer:
         key = (images.dtype, images.shape[-1])
         if key not in self._graph_fns:
             self._graph_fns[key] = tf.function(self.graph, reduce_retracing=True)
+            # the first trace takes any batch size, so that a last, smaller batch does not trace it again
+            batch = tf.TensorSpec([None, *images.shape[1:]], images.dtype)
+            self._graph_fns[key].get_concrete_function(batch, None if threshold is None else
+                                                       tf.TensorSpec(threshold.shape, tf.float32))
         return self._graph_fns[key](images, threshold)
 
     def score_preprocessed(self, x) -> dict:
