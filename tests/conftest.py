@@ -171,7 +171,8 @@ def export_tiny(train_tiny, tmp_path_factory):
     """export_tiny(detector) -> (run, export folder, export report): the tiny run recalibrated with a minimum
     defect area > 1 (so the exported graphs carry the connected-component loop of the decision rule) and
     exported to every format, float, and int8 TFLite but for a video model (TFLite has no int8 3D
-    convolutions); made once per session and shared read-only."""
+    convolutions), the CAE's with every TFLite mode (scripts/bench_export.py times them, tests/test_scripts.py);
+    made once per session and shared read-only."""
     import json
 
     from click.testing import CliRunner
@@ -185,7 +186,8 @@ def export_tiny(train_tiny, tmp_path_factory):
         run = folder / "run"
         shutil.copytree(train_tiny(detector), run)
         assert invoke("calibrate", "--run", run, "--min-area", EXPORT_MIN_AREA).exit_code == 0
-        quantize = "none" if detector in VIDEO_DETECTORS else "none,int8"
+        quantize = ("none" if detector in VIDEO_DETECTORS else
+                    "none,fp16,dynamic,int8" if detector == "cae" else "none,int8")
         result = invoke("export", "--run", run, "--format", "savedmodel,tflite,onnx", "--quantize", quantize,
                         "--out", folder / "export")
         report = json.loads((folder / "export" / "export_report.json").read_text())

@@ -35,10 +35,12 @@ def test_offline_download_says_where_to_get_the_data(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_bench_export_times_every_runtime(trained_run, tmp_path, capsys):
+def test_bench_export_times_every_runtime(export_tiny, tmp_path, capsys):
+    run, export, _ = export_tiny("cae")  # with every TFLite mode
     bench = _script("bench_export")
     out = tmp_path / "bench.md"
-    assert bench.main(["--run", str(trained_run), "--out", str(out), "--repeats", "2", "--min-seconds", "0"]) == 0
+    assert bench.main(["--run", str(run), "--export", str(export), "--out", str(out), "--repeats", "2",
+                       "--min-seconds", "0"]) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "runtime" not in line]
     names = [row.split("|")[1].strip() for row in rows]
     assert names == ["Keras eager", "tf.function", "SavedModel", "TFLite fp32", "TFLite fp16", "TFLite dynamic",
