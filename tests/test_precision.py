@@ -23,10 +23,11 @@ STEP = {"cae": (8, 0.5), "ganomaly2d": (8, 1e-7), "ganomaly": (8, 1e-3), "anogan
 TOLERANCE = {"mixed_float16": (0.97, 0.05), "mixed_bfloat16": (0.93, 0.10)}
 # float16 loss scales tried until every optimiser's step is finite (a LossScaleOptimizer starts at 2^15
 # and halves at every overflow; test_an_overflowing_... covers that). GANomaly2D's discriminator
-# gradients (pixel sums, ~1e4) overflow float16 at any scale above 1. PIAD's E/G step skipped at both 2^8 and
-# 2^-4 in two of three fresh-clone suites this session, late in a worker (never alone; cause not found):
-# 2^-8 is tried last.
+# gradients (pixel sums, ~1e4) overflow float16 at any scale above 1, so its tries start below 1. PIAD's
+# E/G step skipped at both 2^8 and 2^-4 in two of three fresh-clone suites once, late in a worker (never
+# alone; cause not found): 2^-8 is tried last.
 LOSS_SCALES = (2.0 ** 8, 2.0 ** -4, 2.0 ** -8)  # never 1: a missing scale or unscale would not show
+FIRST_LOSS_SCALE = {"ganomaly2d": 1}  # index into LOSS_SCALES where a detector's tries start
 
 
 def _cfg(name):
@@ -87,7 +88,7 @@ def test_mixed_precision_step_matches_float32(name, precision, fixed_sampling):
     initial, before = reference_model.get_weights(), [v.numpy() for v in reference_model.trainable_variables]
     batch = _batch(name, n)
     reference_model, reference = _one_step(cfg, "float32", initial, batch, learning_rate)
-    for scale in LOSS_SCALES if precision == "mixed_float16" else (None,):
+    for scale in LOSS_SCALES[FIRST_LOSS_SCALE.get(name, 0):] if precision == "mixed_float16" else (None,):
         model, mixed = _one_step(cfg, precision, initial, batch, learning_rate, scale)
         if _applied_steps(model) == _applied_steps(reference_model):
             break
