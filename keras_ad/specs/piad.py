@@ -64,6 +64,7 @@ def check(values, shape, key, source):
         raise ConfigError(source, "detector.latent_critic_dims", "needs at least one width")
 
 
+# the tiny test model takes one critic step per E/G step (n_dis 1): a training graph a third smaller
 SPEC = DetectorSpec("piad", "keras_ad.detectors.piad:from_config", PARAMS, defaults, check,
                     tiny={"piad": {"name": "piad", "perceptual_weights": "none", "latent_dim": 8, "n_dis": 1,
                                    "generator_dims": [8] * 4, "encoder_dims": [8] * 4, "image_critic_dims": [8] * 4,
