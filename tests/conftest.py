@@ -29,9 +29,10 @@ tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceCon
 SLOW_FIXTURES = {"train_tiny", "trained_run", "run_copy", "export_tiny", "two_replicas"}
 
 
-# modules whose tests share one export's loaded scorers: their tests run on one worker (per detector for
-# the export suite), so each scorer is loaded and traced once
-GROUPED_MODULES = {"test_export.py", "test_bad_inputs.py"}
+# modules whose tests share one export's loaded scorers -> the detector whose export they all read (None: each
+# test's `exported` parameter). A detector's tests run on one worker, so each scorer is loaded and traced once
+# and no worker sits waiting for the other to make the export they both need.
+GROUPED_MODULES = {"test_export.py": None, "test_bad_inputs.py": "cae"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
@@ -42,7 +43,8 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
         group = item.nodeid
         if item.path.name in GROUPED_MODULES:
-            group = f"{item.path.stem}-{getattr(getattr(item, 'callspec', None), 'params', {}).get('exported', '')}"
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            group = f"export-{GROUPED_MODULES[item.path.name] or params.get('exported', '')}"
             item.add_marker(pytest.mark.xdist_group(group))
         groups.append(group)
     # a group's tests next to each other (a stable sort on the group's first place), so that one process
