@@ -114,7 +114,7 @@ def tiny_data(tmp_path_factory):
 
 
 from helpers import (  # noqa: E402
-    EXPORT_MIN_AREA,
+    TINY_MIN_AREA,
     TINY_PROTOCOLS,
     VIDEO_DETECTORS,
     CleanPython,
@@ -143,7 +143,8 @@ def tiny_video(tmp_path_factory):
 @pytest.fixture(scope="session")
 def train_tiny(tiny_data, tiny_video, tmp_path_factory):
     """train_tiny(detector) -> a tiny run of that detector trained through the CLI (train -> calibrate ->
-    evaluate), trained once per session and shared read-only."""
+    evaluate), trained once per session and shared read-only. Calibrated with a minimum defect area > 1
+    (TINY_MIN_AREA), so that its exported graphs carry the connected-component loop of the decision rule."""
     from click.testing import CliRunner
 
     from keras_ad.cli import main
@@ -151,13 +152,14 @@ def train_tiny(tiny_data, tiny_video, tmp_path_factory):
     def make(folder, detector):
         video = detector in VIDEO_DETECTORS
         data = {"layout": "video", "root": tiny_video, "channels": 1, "val_fraction": 0.3} if video else {}
+        calibrate = {"min_area": TINY_MIN_AREA}
         if detector in TINY_PROTOCOLS:
             protocol = TINY_PROTOCOLS[detector]
             postprocess = {**protocol["postprocess"], "roi_mask": str(write_roi_mask(folder / "roi.png"))}
             cfg = tiny_config_dict(tiny_data, folder / "run", protocol["detector"], data=protocol["data"],
-                                   postprocess=postprocess)
+                                   postprocess=postprocess, calibrate=calibrate)
         else:
-            cfg = tiny_config_dict(tiny_data, folder / "run", detector, data=data)
+            cfg = tiny_config_dict(tiny_data, folder / "run", detector, data=data, calibrate=calibrate)
         config = write_config(folder / "tiny.yaml", cfg)
         result = CliRunner().invoke(main, ["train", "--config", str(config)])
         assert result.exit_code == 0, result.output
@@ -170,9 +172,8 @@ def train_tiny(tiny_data, tiny_video, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def export_tiny(train_tiny, tmp_path_factory):
-    """export_tiny(detector) -> (run, export folder, export report): the tiny run recalibrated with a minimum
-    defect area > 1 (so the exported graphs carry the connected-component loop of the decision rule) and
-    exported to every format, float, and int8 TFLite but for a video model (TFLite has no int8 3D
+    """export_tiny(detector) -> (run, export folder, export report): the tiny run (train_tiny) exported to
+    every format, float, and int8 TFLite but for a video model (TFLite has no int8 3D
     convolutions), the CAE's with every TFLite mode (scripts/bench_export.py times them, tests/test_scripts.py);
     made once per session and shared read-only."""
     import json
@@ -185,13 +186,10 @@ def export_tiny(train_tiny, tmp_path_factory):
         return CliRunner().invoke(main, [str(a) for a in args])
 
     def make(folder, detector):
-        run = folder / "run"
-        shutil.copytree(train_tiny(detector), run)
-        assert invoke("calibrate", "--run", run, "--min-area", EXPORT_MIN_AREA).exit_code == 0
         quantize = ("none" if detector in VIDEO_DETECTORS else
                     "none,fp16,dynamic,int8" if detector == "cae" else "none,int8")
-        result = invoke("export", "--run", run, "--format", "savedmodel,tflite,onnx", "--quantize", quantize,
-                        "--out", folder / "export")
+        result = invoke("export", "--run", train_tiny(detector), "--format", "savedmodel,tflite,onnx",
+                        "--quantize", quantize, "--out", folder / "export")
         report = json.loads((folder / "export" / "export_report.json").read_text())
         # The tiny 2-epoch model may lose more AUROC under int8 than allowed: the exit code must say so either
         # way (tests/test_export.py holds the float artefacts to passing).
@@ -199,7 +197,8 @@ def export_tiny(train_tiny, tmp_path_factory):
 
     def export(detector):
         folder = shared_folder(tmp_path_factory, f"export-{detector}", lambda folder: make(folder, detector))
-        return folder / "run", folder / "export", json.loads((folder / "export" / "export_report.json").read_text())
+        report = json.loads((folder / "export" / "export_report.json").read_text())
+        return train_tiny(detector), folder / "export", report
 
     return export
 

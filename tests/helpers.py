@@ -43,7 +43,7 @@ TINY_PROTOCOLS = {
                                      "reduction": "topk_mean"}},
 }
 ROI_MASK_SHAPE = (64, 128)  # drawn at twice data.image_size, the same aspect ratio
-EXPORT_MIN_AREA = 3  # the exported tiny runs' minimum defect area (conftest.export_tiny)
+TINY_MIN_AREA = 3  # the tiny runs' minimum defect area (conftest.train_tiny), which their exports carry
 
 
 def one_sgd_step(strategy, cfg, initial, images, learning_rate, precision="float32"):

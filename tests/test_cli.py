@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from helpers import tiny_config_dict, write_config
+from helpers import TINY_MIN_AREA, tiny_config_dict, write_config
 from PIL import Image
 
 import keras_ad
@@ -57,7 +57,7 @@ def test_train_writes_a_complete_run(trained_run):
     for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "f1_threshold"):
         assert 0.0 <= report[key] <= 1.0 or key == "f1_threshold", key
     decision = report["calibrated_decision"]
-    assert decision["tnr"] is not None and decision["min_area"] == 1
+    assert decision["tnr"] is not None and decision["min_area"] == TINY_MIN_AREA  # the config's calibrate.min_area
 
 
 def test_evaluate_reproduces_the_report(run_copy):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from helpers import EXPORT_MIN_AREA, TINY_DETECTORS, TINY_PROTOCOLS, device_command
+from helpers import TINY_DETECTORS, TINY_MIN_AREA, TINY_PROTOCOLS, device_command
 from PIL import Image
 
 import keras_ad
@@ -73,7 +73,7 @@ def test_metadata_describes_the_artefacts(exported):
     metadata = json.loads((out / "metadata.json").read_text())
     calibration = json.loads((run / "calibration.json").read_text())
     decision = {k: metadata["decision"][k] for k in ("pixel_threshold", "min_area")}
-    assert decision == {"pixel_threshold": calibration["pixel_threshold"], "min_area": EXPORT_MIN_AREA}
+    assert decision == {"pixel_threshold": calibration["pixel_threshold"], "min_area": TINY_MIN_AREA}
     assert metadata["decision"].get("online_psnr_range") == calibration.get("online_psnr_range")  # video models
     assert metadata["input"]["dtype"] == "uint8"
     assert metadata["input"]["channels"] == load(run).cfg.data.channels
