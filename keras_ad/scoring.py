@@ -139,7 +139,7 @@ class Scorer:
         self.run_calibration = value  # calibration.json as written, every variant's threshold
         self._calibration = variant_calibration(value, self.variant)
         self._graph_fns = {}  # (input dtype, channels) -> traced graph
-        self._inputs_fns = {}  # pre-processed input shape without the batch -> traced score_inputs
+        self._inputs_fn = tf.function(self.score_inputs, reduce_retracing=True)
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -241,25 +241,26 @@ class Scorer:
         key = (images.dtype, images.shape[-1])
         if key not in self._graph_fns:
             self._graph_fns[key] = tf.function(self.graph, reduce_retracing=True)
-            # the first trace takes any batch size, so that a last, smaller batch does not trace it again
-            batch = tf.TensorSpec([None, *images.shape[1:]], images.dtype)
-            self._graph_fns[key].get_concrete_function(batch, None if threshold is None else
-                                                       tf.TensorSpec(threshold.shape, tf.float32))
+            _trace_for_any_batch(self._graph_fns[key], images, None if threshold is None else
+                                 tf.TensorSpec(threshold.shape, tf.float32))
         return self._graph_fns[key](images, threshold)
 
     def score_preprocessed(self, x) -> dict:
         """Score float32 images that went through `preprocess` already, in batches, without pre-processing
         them again; numpy out."""
         x = np.asarray(x, np.float32)
-        key = x.shape[1:]
-        if key not in self._inputs_fns:  # any batch size, so that a last, smaller batch is not traced again
-            spec = tf.TensorSpec([None, *key], tf.float32)
-            self._inputs_fns[key] = tf.function(lambda batch: self.score_inputs(batch), input_signature=[spec])
-        score = self._inputs_fns[key]
-        parts = [score(tf.constant(x[i:i + self.batch_size])) for i in range(0, len(x), self.batch_size)]
+        if len(x) and not self._inputs_fn.experimental_get_tracing_count():
+            _trace_for_any_batch(self._inputs_fn, x)
+        parts = [self._inputs_fn(tf.constant(x[i:i + self.batch_size])) for i in range(0, len(x), self.batch_size)]
         if not parts:
             empty = {"score": np.zeros(0, np.float32), "anomaly_map": np.zeros((0, *self.image_shape), np.float32)}
             if self.calibration:
                 empty.update(is_anomalous=np.zeros(0, bool), defect_area=np.zeros(0, np.int32))
             return empty
         return {k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0]}
+
+
+def _trace_for_any_batch(fn, images, *rest):
+    """Trace the `tf.function` `fn` first for `images`' shape with any batch size: later batches of that shape,
+    a last, smaller one included, reuse the trace instead of tracing the graph again."""
+    fn.get_concrete_function(tf.TensorSpec([None, *images.shape[1:]], images.dtype), *rest)
