@@ -37,12 +37,26 @@ def input_shape(scorer) -> list:
 
 def write(scorer, path: str) -> dict:
     """Write the calibrated scoring graph with the endpoints of ENDPOINTS (uint8 0..255 or float 0..1 input);
-    returns {endpoint name: its tf.function}, traced by the write, for converters that take a function."""
+    returns {endpoint name: its tf.function}, traced by the write, for converters that take a function.
+
+    Each endpoint pre-processes its input and calls one shared `tf.function` of `Scorer.score_inputs`, the
+    calibrated threshold as a constant where the endpoint takes none. TensorFlow traces every function again
+    in its save context: four endpoints that each held the whole graph cost eight traces of it, the shared
+    core two. Converters inline the call, so TFLite and ONNX see the same operations as before.
+    """
     archive = keras.export.ExportArchive()
     archive.track(scorer.detector)
+    core = tf.function(scorer.score_inputs)
+    calibrated = scorer.threshold
+
+    def score(images, threshold=None):
+        if threshold is None and calibrated is not None:
+            threshold = tf.constant([calibrated], tf.float32)
+        return core(scorer.preprocess(images), threshold)
+
     endpoints = {}
     for name, (dtype, with_threshold) in ENDPOINTS.items():
-        fn = scorer.graph if with_threshold else (lambda images: scorer.graph(images))
+        fn = score if with_threshold else (lambda images: score(images))
         endpoints[name] = archive.add_endpoint(name, fn, input_signature=input_signature(scorer, dtype, with_threshold))
     archive.write_out(path, verbose=False)
     return endpoints
