@@ -55,12 +55,14 @@ def fixed_sampling(monkeypatch):
     monkeypatch.setattr(piad.PIAD, "sample_alpha", lambda self, n: uniform([n]))
 
 
-def _one_step(cfg, precision, initial, batch, learning_rate, loss_scale=None):
+def _one_step(cfg, precision, initial, batch, learning_rate, loss_scale=None, eager=False):
     """(model, trainable weights after) one fit() step with SGD from `initial`, in `precision`;
-    `loss_scale` sets the float16 LossScaleOptimizers' current scale."""
+    `loss_scale` sets the float16 LossScaleOptimizers' current scale; `eager` runs the step op by op (the
+    float32 reference: a fraction of the cost of tracing it)."""
     model = build(cfg, precision)
     model.set_weights(initial)
     model.install_optimizers(lambda name: keras.optimizers.SGD(learning_rate))
+    model.run_eagerly = eager
     if loss_scale is not None:
         for optimizer in model.training_optimizers():
             optimizer.dynamic_scale.assign(loss_scale)
@@ -87,7 +89,7 @@ def test_mixed_precision_step_matches_float32(name, precision, fixed_sampling):
     reference_model = build(cfg)
     initial, before = reference_model.get_weights(), [v.numpy() for v in reference_model.trainable_variables]
     batch = _batch(name, n)
-    reference_model, reference = _one_step(cfg, "float32", initial, batch, learning_rate)
+    reference_model, reference = _one_step(cfg, "float32", initial, batch, learning_rate, eager=True)
     for scale in LOSS_SCALES[FIRST_LOSS_SCALE.get(name, 0):] if precision == "mixed_float16" else (None,):
         model, mixed = _one_step(cfg, precision, initial, batch, learning_rate, scale)
         if _applied_steps(model) == _applied_steps(reference_model):
