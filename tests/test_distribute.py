@@ -41,7 +41,10 @@ def test_two_workers_train_every_detector_to_identical_weights(tiny_data, tiny_v
     configs = {}
     for name in TINY_DETECTORS:
         video = name in VIDEO_DETECTORS
-        data = {"layout": "video", "root": tiny_video, "channels": 1, "val_fraction": 0.3} if video else {}
+        # validation under the strategy (its rank-1 logs, docs/stack.md#3) in a 2D and the video detector; the
+        # others skip it, a quarter of their time here: their test steps run in the one-process tests
+        data = ({"layout": "video", "root": tiny_video, "channels": 1, "val_fraction": 0.3} if video else
+                {} if name == "cae" else {"val_fraction": 0.0})
         # at least two steps of every detector (the tiny PIAD reads 2 batches a step): 32 images an epoch
         train = {"epochs": 1, "batch_size": 8, "augment": False, "min_epoch_images": 0 if video else 32}
         configs[name] = tiny_config_dict(tiny_data, tmp_path / name, name, data=data, train=train)
