@@ -46,10 +46,10 @@ ROI_MASK_SHAPE = (64, 128)  # drawn at twice data.image_size, the same aspect ra
 TINY_MIN_AREA = 3  # the tiny runs' minimum defect area (conftest.train_tiny), which their exports carry
 
 
-def one_sgd_step(strategy, cfg, initial, images, learning_rate, precision="float32", eager=False):
-    """The weights of a detector after one fit() step on `images` from `initial` under `strategy`, with
-    SGD for every optimiser it has (Adam's first step hides the gradient scale). `eager` runs the step op by
-    op: a one-off reference step costs a fraction of tracing it."""
+def one_sgd_step(strategy, cfg, initial, images, learning_rate, precision="float32", eager=False, loss_scale=None):
+    """The detector after one fit() step on `images` from `initial` under `strategy`, with SGD for every
+    optimiser it has (Adam's first step hides the gradient scale). `eager` runs the step op by op: a one-off
+    reference step costs a fraction of tracing it. `loss_scale` sets the float16 LossScaleOptimizers' scale."""
     import keras
 
     from keras_ad.detectors import build
@@ -59,8 +59,11 @@ def one_sgd_step(strategy, cfg, initial, images, learning_rate, precision="float
         model.set_weights(initial)
         model.install_optimizers(lambda name: keras.optimizers.SGD(learning_rate))
     model.run_eagerly = eager
+    if loss_scale is not None:
+        for optimizer in model.training_optimizers():
+            optimizer.dynamic_scale.assign(loss_scale)
     model.fit(tf.data.Dataset.from_tensor_slices(images).batch(len(images)), epochs=1, shuffle=False, verbose=0)
-    return model.get_weights()
+    return model
 
 
 def check_mirrored_step(strategy, cfg, n_images, learning_rate, relative_floor=0.0, precision="float32",
@@ -77,8 +80,9 @@ def check_mirrored_step(strategy, cfg, n_images, learning_rate, relative_floor=0
     keras.utils.set_random_seed(0)
     initial = build(cfg).get_weights()
     images = np.random.default_rng(0).random((n_images, 32, 32, 3)).astype(np.float32)
-    single = one_sgd_step(tf.distribute.get_strategy(), cfg, initial, images, learning_rate, precision, eager=True)
-    mirrored = one_sgd_step(strategy, cfg, initial, images, learning_rate, precision)
+    single = one_sgd_step(tf.distribute.get_strategy(), cfg, initial, images, learning_rate, precision,
+                          eager=True).get_weights()
+    mirrored = one_sgd_step(strategy, cfg, initial, images, learning_rate, precision).get_weights()
     largest = max(float(np.abs(s - i).max()) for s, i in zip(single, initial))
     assert_same_update(initial, single, mirrored, floor=max(1e-7, relative_floor * largest),
                        weights_tolerance=weights_tolerance)

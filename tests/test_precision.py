@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import FEATURE_PASS_DETECTORS, TINY_DETECTORS, VIDEO_DETECTORS, check_mirrored_step
+from helpers import FEATURE_PASS_DETECTORS, TINY_DETECTORS, VIDEO_DETECTORS, check_mirrored_step, one_sgd_step
 
 from keras_ad import config
 from keras_ad.detectors import anogan, build, piad
@@ -56,17 +56,8 @@ def fixed_sampling(monkeypatch):
 
 
 def _one_step(cfg, precision, initial, batch, learning_rate, loss_scale=None, eager=False):
-    """(model, trainable weights after) one fit() step with SGD from `initial`, in `precision`;
-    `loss_scale` sets the float16 LossScaleOptimizers' current scale; `eager` runs the step op by op (the
-    float32 reference: a fraction of the cost of tracing it)."""
-    model = build(cfg, precision)
-    model.set_weights(initial)
-    model.install_optimizers(lambda name: keras.optimizers.SGD(learning_rate))
-    model.run_eagerly = eager
-    if loss_scale is not None:
-        for optimizer in model.training_optimizers():
-            optimizer.dynamic_scale.assign(loss_scale)
-    model.fit(tf.data.Dataset.from_tensor_slices(batch).batch(len(batch)), epochs=1, shuffle=False, verbose=0)
+    """(model, trainable weights after) one SGD step from `initial` in `precision` (helpers.one_sgd_step)."""
+    model = one_sgd_step(tf.distribute.get_strategy(), cfg, initial, batch, learning_rate, precision, eager, loss_scale)
     return model, [v.numpy() for v in model.trainable_variables]
 
 

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from helpers import FEATURE_PASS_DETECTORS, TINY_DETECTORS, VIDEO_DETECTORS, tiny_config_dict, write_config
+from helpers import (
+    FEATURE_PASS_DETECTORS,
+    TINY_DETECTORS,
+    VIDEO_DETECTORS,
+    one_sgd_step,
+    tiny_config_dict,
+    write_config,
+)
 
 import keras_ad
 from keras_ad import config
@@ -22,24 +29,14 @@ from keras_ad.detectors import build
 from keras_ad.errors import UsageError
 
 
-def _one_step(strategy, cfg, initial_weights, images):
-    with strategy.scope():
-        model = build(cfg)
-        model.set_weights(initial_weights)
-        model.compile(optimizer=keras.optimizers.SGD(0.5))
-    dataset = tf.data.Dataset.from_tensor_slices(images).batch(len(images))
-    model.fit(dataset, epochs=1, shuffle=False, verbose=0)
-    return model.get_weights()
-
-
 def test_mirrored_step_updates_weights_like_one_device(two_replicas):
     cfg = config.validate({"data": {"root": "/x", "image_size": 32, "channels": 1}})
     keras.utils.set_random_seed(0)
     initial = build(cfg).get_weights()
     images = np.random.default_rng(0).random((8, 32, 32, 1)).astype(np.float32)
-    single = _one_step(tf.distribute.get_strategy(), cfg, initial, images)
+    single = one_sgd_step(tf.distribute.get_strategy(), cfg, initial, images, 0.5).get_weights()
     assert two_replicas.num_replicas_in_sync == 2
-    mirrored = _one_step(two_replicas, cfg, initial, images)
+    mirrored = one_sgd_step(two_replicas, cfg, initial, images, 0.5).get_weights()
     moved = max(float(np.abs(a - b).max()) for a, b in zip(single, initial))
     assert moved > 1e-4  # the step really changed the weights
     for a, b in zip(single, mirrored):
