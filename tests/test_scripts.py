@@ -327,13 +327,14 @@ def test_kill_resume_trials_kill_at_random_moments_and_find_nothing_corrupt(tmp_
 def test_suite_time_estimate_splits_each_test_into_compute_and_the_rest(tmp_path, capsys):
     """A test that takes 10 s here and 17.5 s with oneDNN capped (slowdown 4) spent 2.5 s computing: on a CPU
     2x slower at the rest and 5x at compute it takes 2 x 7.5 + 5 x 2.5 = 27.5 s; a test that is no slower
-    capped is all rest; one only in one log is left out; two workers share the sum."""
-    report = "============ slowest durations ============\n{}\n=== 2 passed in 1.0s ===\n"
+    capped is all rest; one only in one log is left out; two workers share the sum. The session took 10 s, 3 beyond
+    the tests' 14 / 2, all rest: 36 / 2 + 2 x 3 = 24 s for the suite."""
+    report = "============ slowest durations ============\n{}\n=== 2 passed in {}s ===\n"
     (tmp_path / "default.log").write_text(report.format(
         "10.00s call     tests/test_a.py::test_compute\n4.00s setup    tests/test_b.py::test_rest\n"
-        "1.00s call     tests/test_c.py::test_only_here"))
+        "1.00s call     tests/test_c.py::test_only_here", "10.00"))
     (tmp_path / "sse41.log").write_text(report.format(
-        "17.50s call     tests/test_a.py::test_compute\n3.90s setup    tests/test_b.py::test_rest"))
+        "17.50s call     tests/test_a.py::test_compute\n3.90s setup    tests/test_b.py::test_rest", "12.00"))
     estimate = _script("estimate_suite_time")
     rows = estimate.estimate(estimate.read_durations(tmp_path / "default.log"),
                              estimate.read_durations(tmp_path / "sse41.log"), 4.0, 5.0, 2.0)
@@ -342,7 +343,9 @@ def test_suite_time_estimate_splits_each_test_into_compute_and_the_rest(tmp_path
     assert estimate.main([str(tmp_path / "default.log"), str(tmp_path / "sse41.log"), "--isa-slowdown", "4",
                           "--compute-ratio", "5", "--other-ratio", "2"]) == 0
     out = capsys.readouterr().out
-    assert "estimated on the slower CPU: 36 s of test time, 0.3 min" in out
+    assert "3 s of session overhead" in out
+    assert "estimated on the slower CPU: 36 s of test time, 0.3 min over 2 workers; the suite 0.4 min" in out
+    assert estimate.session_seconds(tmp_path / "default.log") == 10.0
     assert out.index("test_compute |") < out.index("test_rest |")  # the costliest first
     with pytest.raises(SystemExit):
         estimate.main([str(tmp_path / "default.log"), str(tmp_path / "sse41.log"), "--isa-slowdown", "1"])
