@@ -20,10 +20,18 @@ import shutil
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+def pytest_configure(config):
+    """Two logical CPUs in every process that runs tests, before TensorFlow initialises and before any test
+    module is imported. pytest-xdist's controller only hands tests out: it never imports TensorFlow (5 s here
+    before the workers could start)."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 SLOW_FIXTURES = {"train_tiny", "trained_run", "run_copy", "export_tiny", "two_replicas"}
@@ -89,6 +97,8 @@ def shared_folder(tmp_path_factory, name, make):
 def two_replicas():
     """One MirroredStrategy over the two logical CPUs for the whole session: a second strategy in the
     same process reuses collective instance keys, and synchronised batch norm then fails on shape."""
+    import tensorflow as tf
+
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) == 2, "conftest configures two logical CPUs"
     return tf.distribute.MirroredStrategy(devices)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-import tensorflow as tf
 import yaml
 
 from keras_ad.specs import SPECS
@@ -51,6 +50,7 @@ def one_sgd_step(strategy, cfg, initial, images, learning_rate, precision="float
     optimiser it has (Adam's first step hides the gradient scale). `eager` runs the step op by op: a one-off
     reference step costs a fraction of tracing it. `loss_scale` sets the float16 LossScaleOptimizers' scale."""
     import keras
+    import tensorflow as tf
 
     from keras_ad.detectors import build
 
@@ -74,6 +74,7 @@ def check_mirrored_step(strategy, cfg, n_images, learning_rate, relative_floor=0
     equal within `weights_tolerance`."""
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from keras_ad.detectors import build
 
