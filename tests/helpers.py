@@ -47,8 +47,8 @@ TINY_MIN_AREA = 3  # the tiny runs' minimum defect area (conftest.train_tiny), w
 
 def one_sgd_step(strategy, cfg, initial, images, learning_rate, precision="float32", eager=False, loss_scale=None):
     """The detector after one fit() step on `images` from `initial` under `strategy`, with SGD for every
-    optimiser it has (Adam's first step hides the gradient scale). `eager` runs the step op by op: a one-off
-    reference step costs a fraction of tracing it. `loss_scale` sets the float16 LossScaleOptimizers' scale."""
+    optimiser it has (Adam's first step hides the gradient scale). `eager` runs the step op by op: one step
+    costs a fraction of tracing it. `loss_scale` sets the float16 LossScaleOptimizers' scale."""
     import keras
     import tensorflow as tf
 
@@ -71,7 +71,12 @@ def check_mirrored_step(strategy, cfg, n_images, learning_rate, relative_floor=0
     """Train one step from the same initial weights on one device and under `strategy` (two replicas)
     and assert the same update (`assert_same_update`); `relative_floor` of the largest update is the
     absolute tolerance for updates that are zero in exact arithmetic. Both steps in `precision`, the weights
-    equal within `weights_tolerance`."""
+    equal within `weights_tolerance`.
+
+    The one-device step is traced and the two-replica step runs eagerly, so the pair crosses graph and eager
+    as well as one and two replicas. Tracing under two replicas traces the step once per replica and costs
+    2-3x a one-device trace; the two-replica graph itself is compared with one device in tests/test_training.py
+    (CAE) and trained by every detector in tests/test_distribute.py."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -81,9 +86,8 @@ def check_mirrored_step(strategy, cfg, n_images, learning_rate, relative_floor=0
     keras.utils.set_random_seed(0)
     initial = build(cfg).get_weights()
     images = np.random.default_rng(0).random((n_images, 32, 32, 3)).astype(np.float32)
-    single = one_sgd_step(tf.distribute.get_strategy(), cfg, initial, images, learning_rate, precision,
-                          eager=True).get_weights()
-    mirrored = one_sgd_step(strategy, cfg, initial, images, learning_rate, precision).get_weights()
+    single = one_sgd_step(tf.distribute.get_strategy(), cfg, initial, images, learning_rate, precision).get_weights()
+    mirrored = one_sgd_step(strategy, cfg, initial, images, learning_rate, precision, eager=True).get_weights()
     largest = max(float(np.abs(s - i).max()) for s, i in zip(single, initial))
     assert_same_update(initial, single, mirrored, floor=max(1e-7, relative_floor * largest),
                        weights_tolerance=weights_tolerance)
