@@ -79,7 +79,9 @@ def flops_per_image(scorer, image_shape) -> int:
     """FLOPs of the whole scoring graph (pre-processing to decision) on one uint8 input."""
     import tensorflow as tf
 
-    return graph_flops(tf.function(lambda x: scorer.graph(x)).get_concrete_function(
+    from keras_ad.tracing import graph_function
+
+    return graph_flops(graph_function(lambda x: scorer.graph(x)).get_concrete_function(
         tf.TensorSpec([1, *image_shape], tf.uint8)))
 
 
@@ -87,9 +89,11 @@ def matmul_flops_per_second(n=2048, min_seconds=2.0) -> float:
     """This machine's dense float32 matmul rate (all threads), the ceiling the detectors are held to."""
     import tensorflow as tf
 
+    from keras_ad.tracing import graph_function
+
     a = tf.random.stateless_uniform((n, n), seed=(1, 2))
     b = tf.random.stateless_uniform((n, n), seed=(3, 4))
-    matmul = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))  # arguments: captured ones get folded
+    matmul = graph_function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))  # arguments: captured ones get folded
     seconds = timed(lambda _: matmul(a, b).numpy(), None, 5, min_seconds)
     return 2.0 * n ** 3 / seconds
 
@@ -130,9 +134,11 @@ def measure_training(model, cfg, quick: bool):
     """(steps/s, FLOPs of one step) of the detector's own train_step under `train_on_batch`."""
     import tensorflow as tf
 
+    from keras_ad.tracing import graph_function
+
     steps = train_steps_per_second(model, cfg, 1 if quick else 5, 1.0 if quick else 10.0)
     spec = tf.TensorSpec(training_batch(model, cfg).shape, tf.float32)
-    return steps, graph_flops(tf.function(model.train_step).get_concrete_function(spec))
+    return steps, graph_flops(graph_function(model.train_step).get_concrete_function(spec))
 
 
 def score_inputs(scorer, cfg):

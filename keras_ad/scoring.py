@@ -15,6 +15,7 @@ from keras_ad import image_ops, patches
 from keras_ad.export.device import check_images
 from keras_ad.fields import as_shape
 from keras_ad.losses.ssim import gaussian_blur
+from keras_ad.tracing import graph_function
 
 
 def preprocess(images, image_size, channels: int, resize: str = "bilinear", center_crop: int | None = None):
@@ -139,7 +140,7 @@ class Scorer:
         self.run_calibration = value  # calibration.json as written, every variant's threshold
         self._calibration = variant_calibration(value, self.variant)
         self._graph_fns = {}  # (input dtype, channels) -> traced graph
-        self._inputs_fn = tf.function(self.score_inputs, reduce_retracing=True)
+        self._inputs_fn = graph_function(self.score_inputs, reduce_retracing=True)
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -240,7 +241,7 @@ class Scorer:
             threshold = tf.convert_to_tensor(threshold, tf.float32)
         key = (images.dtype, images.shape[-1])
         if key not in self._graph_fns:
-            self._graph_fns[key] = tf.function(self.graph, reduce_retracing=True)
+            self._graph_fns[key] = graph_function(self.graph, reduce_retracing=True)
             _trace_for_any_batch(self._graph_fns[key], images, None if threshold is None else
                                  tf.TensorSpec(threshold.shape, tf.float32))
         return self._graph_fns[key](images, threshold)

@@ -70,9 +70,8 @@ def seed_form_seconds(detector, images, steps):
 
 
 def auroc_rows(detector, test, refine_steps, batch):
-    import tensorflow as tf
-
     from keras_ad import metrics
+    from keras_ad.tracing import graph_function
 
     variants = {f"full search ({detector.search_steps} steps, {detector.search_init} start)":
                 (detector.search_init, detector.search_steps),
@@ -80,7 +79,7 @@ def auroc_rows(detector, test, refine_steps, batch):
                 f"E(x) + {refine_steps} search steps": ("encoder", refine_steps)}
     rows = {}
     for name, (init, steps) in variants.items():
-        fn = tf.function(lambda x, init=init, steps=steps: detector.scored_search(x, init, steps)[:2])
+        fn = graph_function(lambda x, init=init, steps=steps: detector.scored_search(x, init, steps)[:2])
         start = time.perf_counter()
         parts = [fn(test["images"][i:i + batch]) for i in range(0, len(test["images"]), batch)]
         seconds = (time.perf_counter() - start) / len(test["images"])
@@ -100,6 +99,7 @@ def search_step_flops(detector, image_shape) -> int:
     import tensorflow as tf
 
     from keras_ad import benchmark
+    from keras_ad.tracing import graph_function
 
     def gradient(x, x_features, z):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -109,7 +109,7 @@ def search_step_flops(detector, image_shape) -> int:
 
     specs = (tf.TensorSpec([1, *image_shape]), tf.TensorSpec([1, *detector.features.output.shape[1:]]),
              tf.TensorSpec([1, detector.latent_dim]))
-    return benchmark.graph_flops(tf.function(gradient).get_concrete_function(*specs))
+    return benchmark.graph_flops(graph_function(gradient).get_concrete_function(*specs))
 
 
 def compute_device() -> str:
@@ -163,6 +163,7 @@ def main(argv=None) -> int:
 
     from keras_ad import benchmark
     from keras_ad.errors import UsageError
+    from keras_ad.tracing import graph_function
 
     try:
         detector, cfg, test = load_detector(args)
@@ -181,7 +182,7 @@ def main(argv=None) -> int:
         images = np.resize(test["images"], (args.images, *shape)).astype(np.float32)
 
     device = compute_device()
-    search = tf.function(lambda x: detector.search(x, steps=steps)[0], reduce_retracing=True)
+    search = graph_function(lambda x: detector.search(x, steps=steps)[0], reduce_retracing=True)
     print(f"timing {args.images} images x {steps} steps on {device}: batched (batch {args.batch}) ...",
           file=sys.stderr, flush=True)
     batched = per_image_seconds(search, images, args.batch)

@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras_ad.data.images import read_image, read_many, read_mask
 from keras_ad.errors import DataError
 from keras_ad.scoring import crop_center, preprocess
+from keras_ad.tracing import dataset_function
 
 
 def load_images(paths, data_cfg, what="images", chunk=64, failed=None):
@@ -193,7 +194,7 @@ def training_dataset(images, train_cfg, batch_size=None, shuffle=True, augment_i
             return random_patch(x, crop_seed, patch_shape) if patch_shape else x
 
         seeds = tf.data.Dataset.random(seed=train_cfg.seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(dataset_function(transform), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
@@ -202,7 +203,7 @@ def eval_dataset(images, batch_size, decode=None, skip_errors=False, patch_shape
     given; file paths are decoded in parallel by `decode`."""
     ds = _decoded(tf.data.Dataset.from_tensor_slices(images), decode, skip_errors)
     if patch_shape:
-        ds = ds.map(lambda x: central_patch(x, patch_shape))
+        ds = ds.map(dataset_function(lambda x: central_patch(x, patch_shape)))
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -211,7 +212,7 @@ def _decoded(ds, decode, skip_errors):
     `ds` itself when it holds decoded images (`decode` None)."""
     if decode is None:
         return ds
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(dataset_function(decode), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.ignore_errors() if skip_errors else ds
 
 

@@ -152,6 +152,7 @@ def training_data(cfg, clip_length, batch_size):
 
     from keras_ad.data import pseudo_anomalies
     from keras_ad.data.layouts import resolve_root
+    from keras_ad.tracing import dataset_function
 
     det = cfg.detector
     train, val, _ = discover(resolve_root(cfg.data), cfg.data.val_fraction, cfg.train.seed, need_test=False)
@@ -169,7 +170,8 @@ def training_data(cfg, clip_length, batch_size):
     dataset = tf.data.Dataset.from_generator(sampler.epoch, output_signature=(spec, spec))
     # one tensor [N, 2, T, H, W] (input, target), not an (x, y) pair: Keras cannot build from a
     # PerReplica pair under MultiWorkerMirroredStrategy (docs/stack.md#3)
-    dataset = dataset.batch(batch_size, drop_remainder=True).map(lambda inputs, targets: tf.stack([inputs, targets], 1))
+    stacked = dataset_function(lambda inputs, targets: tf.stack([inputs, targets], 1))
+    dataset = dataset.batch(batch_size, drop_remainder=True).map(stacked)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(sampler) // batch_size))
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     sample_videos = [load_frames(v, prepare) for v in val[:1]] or [videos[0] / np.float32(255.0)]

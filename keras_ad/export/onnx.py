@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from keras_ad.export import ExportError
 from keras_ad.export.savedmodel import input_signature
+from keras_ad.tracing import graph_function
 
 OPSET = 17  # the opset verified with tf2onnx 1.17 and onnxruntime 1.32 (docs/stack.md#4c); TensorRT 8.6+ reads it
 
@@ -57,7 +58,7 @@ def convert(scorer, function=None) -> bytes:
     import tf2onnx
 
     signature = input_signature(scorer, tf.uint8, with_threshold=True)
-    function = function or tf.function(scorer.graph, input_signature=signature)
+    function = function or graph_function(scorer.graph, input_signature=signature)
     log, tf2onnx_logger = _ErrorLog(), logging.getLogger("tf2onnx")
     tf2onnx_logger.addHandler(log)
     try:

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from keras_ad.export.device import check_images
+from keras_ad.tracing import graph_function
 
 # endpoint name -> (input dtype, takes a threshold input)
 ENDPOINTS = {
@@ -46,7 +47,7 @@ def write(scorer, path: str) -> dict:
     """
     archive = keras.export.ExportArchive()
     archive.track(scorer.detector)
-    core = tf.function(scorer.score_inputs)
+    core = graph_function(scorer.score_inputs)
     calibrated = scorer.threshold
 
     def score(images, threshold=None):
