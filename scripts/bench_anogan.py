@@ -50,7 +50,7 @@ def seed_form_seconds(detector, images, steps):
     z = tf.Variable(tf.zeros([1, detector.latent_dim]))
 
     def make_step(optimizer, x, x_features):
-        @tf.function
+        @tf.function  # as the seed wrote it, AutoGraph on: this times the seed's form (docs/stack.md#5-autograph)
         def step():
             with tf.GradientTape() as tape:
                 loss = tf.reduce_sum(detector.search_loss(x, x_features, z)[0])
