@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from keras_ad.optimizers import FusedAdam
+
 
 @dataclass(frozen=True)
 class TrainingPhase:
@@ -27,7 +29,7 @@ def adam(learning_rate, lr_decay, beta_1=0.9, epsilon=1e-7):
     Ports of PyTorch code pass epsilon=1e-8 (PyTorch's default).
     """
     schedule = keras.optimizers.schedules.InverseTimeDecay(learning_rate, decay_steps=1, decay_rate=lr_decay)
-    return keras.optimizers.Adam(schedule, beta_1=beta_1, epsilon=epsilon)
+    return FusedAdam(schedule, beta_1=beta_1, epsilon=epsilon)
 
 
 def loss_scale(optimizer):

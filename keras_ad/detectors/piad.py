@@ -22,6 +22,7 @@ from keras_ad.detectors.blocks import LEAKY_SLOPE, MaxLeakyReLU, MinibatchStdDev
 from keras_ad.losses.adversarial import wgan_gp_critic_loss
 from keras_ad.losses.perceptual import RECONSTRUCTION_LOSSES, PerceptualFeatures, reconstruction_map
 from keras_ad.losses.weight_policy import GradientWeightPolicy, is_kernel, kernel_gradient_stds
+from keras_ad.optimizers import FusedAdam
 
 LEAKY_GAIN = math.sqrt(2.0 / (1.0 + LEAKY_SLOPE ** 2))  # PyTorch calculate_gain('leaky_relu', 0.2)
 
@@ -172,7 +173,7 @@ class PIAD(Detector):
 
     def compile_phase(self, learning_rate, lr_decay):
         """Adam β (0.5, 0.99) for E∪G (lr 1e-4) and for each critic (lr 5e-4), docs/methods/piad.md#1d."""
-        self.install_optimizers(lambda name: keras.optimizers.Adam(
+        self.install_optimizers(lambda name: FusedAdam(
             learning_rate if name == "optimizer" else self.critic_learning_rate, beta_1=0.5, beta_2=0.99, epsilon=1e-8))
 
     def optimizer_variables(self):
