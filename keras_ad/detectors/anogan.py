@@ -31,7 +31,15 @@ import tensorflow as tf
 from keras import layers
 
 from keras_ad.detectors.base import Detector, TrainingPhase, adam, descend, images_of
-from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU, bce_per_example, dcgan_init, float32_output, per_example
+from keras_ad.detectors.blocks import (
+    BATCH_NORM,
+    BatchNormalization,
+    MaxLeakyReLU,
+    bce_per_example,
+    dcgan_init,
+    float32_output,
+    per_example,
+)
 
 KERNEL = 5  # DCGAN-tensorflow's conv2d / deconv2d, stride 2, 'SAME' (docs/methods/anogan.md#2b)
 def conv_init():
@@ -48,10 +56,10 @@ def generator(shape, channels, filters, latent_dim, name="generator"):
     rows, cols = shape[0] // DOWNSAMPLING, shape[1] // DOWNSAMPLING
     z = keras.Input((latent_dim,))
     x = layers.Dense(rows * cols * filters * 8, kernel_initializer=dcgan_init())(z)
-    x = layers.ReLU()(layers.BatchNormalization(**BATCH_NORM)(layers.Reshape((rows, cols, filters * 8))(x)))
+    x = layers.ReLU()(BatchNormalization(**BATCH_NORM)(layers.Reshape((rows, cols, filters * 8))(x)))
     for width in (filters * 4, filters * 2, filters):
         x = layers.Conv2DTranspose(width, KERNEL, strides=2, padding="same", kernel_initializer=dcgan_init())(x)
-        x = layers.ReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
+        x = layers.ReLU()(BatchNormalization(**BATCH_NORM)(x))
     x = layers.Conv2DTranspose(channels, KERNEL, strides=2, padding="same", kernel_initializer=dcgan_init(),
                                activation="tanh")(x)
     return keras.Model(z, float32_output(x), name=name)
@@ -63,7 +71,7 @@ def conv_stack(shape, channels, filters, name):
     x = MaxLeakyReLU()(layers.Conv2D(filters, KERNEL, strides=2, padding="same", kernel_initializer=conv_init())(image))
     for width in (filters * 2, filters * 4, filters * 8):
         x = layers.Conv2D(width, KERNEL, strides=2, padding="same", kernel_initializer=conv_init())(x)
-        x = MaxLeakyReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
+        x = MaxLeakyReLU()(BatchNormalization(**BATCH_NORM)(x))
     return keras.Model(image, float32_output(x), name=name)
 
 

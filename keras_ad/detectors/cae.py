@@ -21,7 +21,7 @@ import tensorflow as tf
 from keras import layers
 
 from keras_ad.detectors.base import Detector, TrainingPhase, descend, images_of
-from keras_ad.detectors.blocks import float32_output
+from keras_ad.detectors.blocks import BatchNormalization, float32_output
 from keras_ad.errors import UsageError
 from keras_ad.losses.reconstruction import get as get_loss
 from keras_ad.losses.reconstruction import residual_map
@@ -100,9 +100,9 @@ def _residual_up_stage(x, filters, kernel, padding):
     """T1 (transposed conv, stride 2) then BN-ReLU-convT3x3-BN-ReLU, added to T1's raw output
     (docs/methods/cae.md#3b)."""
     t1 = layers.Conv2DTranspose(filters, kernel, strides=2, padding=padding)(x)
-    y = layers.ReLU()(layers.BatchNormalization()(t1))
+    y = layers.ReLU()(BatchNormalization()(t1))
     y = layers.Conv2DTranspose(filters, 3, strides=1, padding="same")(y)
-    y = layers.ReLU()(layers.BatchNormalization()(y))
+    y = layers.ReLU()(BatchNormalization()(y))
     return layers.Add()([t1, y])
 
 

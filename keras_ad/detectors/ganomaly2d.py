@@ -27,7 +27,15 @@ import tensorflow as tf
 from keras import layers
 
 from keras_ad.detectors.base import Detector, adam, descend, images_of
-from keras_ad.detectors.blocks import BATCH_NORM, LEAKY_SLOPE, bce_per_example, dcgan_init, float32_output, per_example
+from keras_ad.detectors.blocks import (
+    BATCH_NORM,
+    LEAKY_SLOPE,
+    BatchNormalization,
+    bce_per_example,
+    dcgan_init,
+    float32_output,
+    per_example,
+)
 
 PYTORCH_ADAM_EPSILON = 1e-8
 D_REINIT_BELOW = 1e-5  # GANomaly re-initialises D when its loss falls below this, docs/methods/ganomaly.md#41
@@ -64,8 +72,8 @@ def _conv(x, filters, kernel, stride, pad=0, bias=False, init=None):
 
 def _bn(x, init=False):
     if init:  # GANomaly's weights_init: gamma ~ N(1, 0.02), beta = 0
-        return layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02), **BATCH_NORM)(x)
-    return layers.BatchNormalization(**BATCH_NORM)(x)
+        return BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02), **BATCH_NORM)(x)
+    return BatchNormalization(**BATCH_NORM)(x)
 
 
 # ---------------------------------------------------------------- GANomaly2D networks (docs/methods/ganomaly.md#42)
@@ -302,7 +310,7 @@ class GANomaly(EncoderDecoderEncoder):
         for layer in self.discriminator.layers:
             if isinstance(layer, layers.Conv2D):
                 layer.kernel.assign(dcgan_init()(layer.kernel.shape))
-            elif isinstance(layer, layers.BatchNormalization):
+            elif isinstance(layer, BatchNormalization):
                 layer.gamma.assign(keras.initializers.RandomNormal(1.0, 0.02)(layer.gamma.shape))
                 layer.beta.assign(tf.zeros_like(layer.beta))
         return tf.constant(True)

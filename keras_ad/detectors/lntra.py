@@ -18,7 +18,7 @@ from keras import layers
 
 from keras_ad.data.video import centre_index
 from keras_ad.detectors.base import Detector, adam, descend, images_of
-from keras_ad.detectors.blocks import BATCH_NORM, MaxLeakyReLU, float32_output, per_example
+from keras_ad.detectors.blocks import BATCH_NORM, BatchNormalization, MaxLeakyReLU, float32_output, per_example
 
 WIDTHS = (96, 128, 256, 256)  # docs/methods/lntra.md#5b
 CLIP_LENGTH = 16  # docs/methods/lntra.md#5a
@@ -41,7 +41,7 @@ def _encode(x, filters, strides):
     axis samples the same positions as the source (Keras' 'same' pads only at the end)."""
     x = layers.Conv3D(filters, 3, strides=strides, kernel_initializer=torch_kernel(),
                       bias_initializer=_torch_bias(27 * x.shape[-1]))(layers.ZeroPadding3D(1)(x))
-    return MaxLeakyReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
+    return MaxLeakyReLU()(BatchNormalization(**BATCH_NORM)(x))
 
 
 def _decode(x, filters, strides, last=False):
@@ -52,7 +52,7 @@ def _decode(x, filters, strides, last=False):
     x = layers.Cropping3D(tuple((1, 1) if s == 1 else (1, 0) for s in strides))(x)
     if last:
         return layers.Activation("tanh")(x)
-    return MaxLeakyReLU()(layers.BatchNormalization(**BATCH_NORM)(x))
+    return MaxLeakyReLU()(BatchNormalization(**BATCH_NORM)(x))
 
 
 def autoencoder(length, shape, widths=WIDTHS, name="autoencoder"):
