@@ -49,6 +49,18 @@ def test_bench_export_times_every_runtime(export_tiny, tmp_path, capsys):
     assert all(float(row.split("|")[2]) > 0 for row in rows)
 
 
+@pytest.mark.slow
+def test_fused_ops_benchmark_compares_keras_and_keras_ad_steps(tmp_path):
+    out = tmp_path / "fused.md"
+    assert _script("bench_fused_ops").main(["--detectors", "cae", "--repeats", "1", "--min-seconds", "0",
+                                            "--out", str(out)]) == 0
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| cae ")]
+    assert len(rows) == 1
+    keras_ops, fused_ops, *timings = (float(cell) for cell in rows[0][1:])
+    assert fused_ops < keras_ops / 2  # the fused Adam and batch norm, not Keras' own, in the second form
+    assert all(t > 0 for t in timings)
+
+
 def test_mnist_and_cifar10_archives_become_one_class_folders(tmp_path):
     import io
     import pickle
