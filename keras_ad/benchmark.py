@@ -49,6 +49,14 @@ def timed(fn, batch, repeats, min_seconds):
     return statistics.median(times)
 
 
+def publish(table: str, path: str) -> None:
+    """A benchmark's markdown table written to `path` and printed; where it went said on stderr."""
+    with open(path, "w") as f:
+        f.write(table)
+    print(table)
+    print(f"written to {path}", file=sys.stderr)
+
+
 def graph_flops(concrete) -> int:
     """Float operations of one call of a concrete function: the ops its outputs and side effects
     (variable updates) depend on, as TensorFlow's profiler counts them (gradient ops a tape builds but

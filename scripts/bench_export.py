@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import keras_ad
-    from keras_ad.benchmark import flops_per_image, timed
+    from keras_ad.benchmark import flops_per_image, publish, timed
     from keras_ad.export import bundle, parity
 
     started = time.perf_counter()
@@ -91,11 +91,7 @@ def main(argv=None) -> int:
               f"{flops / 1e6:.0f} MFLOP / image; {platform.processor() or platform.machine()}, "
               f"{THREADS} CPU threads; measured in one process in {time.perf_counter() - started:.0f} s.")
     table = markdown(rows, flops, header)
-    out = args.out or os.path.join(args.run, "bench_export.md")
-    with open(out, "w") as f:
-        f.write(table)
-    print(table)
-    print(f"written to {out}", file=sys.stderr)
+    publish(table, args.out or os.path.join(args.run, "bench_export.md"))
     return 0
 
 

@@ -89,6 +89,8 @@ def main(argv=None) -> int:
     if unknown or args.repeats < 1:
         parser.error(f"--detectors: choose from {', '.join(DETECTORS)}" if unknown else "--repeats must be >= 1")
 
+    from keras_ad.benchmark import publish
+
     started = time.perf_counter()
     rows = []
     for name in names:
@@ -104,11 +106,7 @@ def main(argv=None) -> int:
     header = (f"Training steps of the `{args.setting}` configs of `keras-ad bench`, Keras' Adam and batch norm against "
               f"keras_ad's fused ones; {platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads; "
               f"best of {args.repeats}, measured in one process in {time.perf_counter() - started:.0f} s.")
-    table = markdown(rows, header)
-    with open(args.out, "w") as f:
-        f.write(table)
-    print(table)
-    print(f"written to {args.out}", file=sys.stderr)
+    publish(markdown(rows, header), args.out)
     return 0
 
 
