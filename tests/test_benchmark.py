@@ -52,3 +52,16 @@ def test_bench_arguments_are_checked_before_measuring(tmp_path):
     result = CliRunner().invoke(main, ["bench", "--out", str(tmp_path / "bench.md")])
     assert result.exit_code == 2 and "--overwrite" in result.output
     assert (tmp_path / "bench.md").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_bench_scores_the_exports_it_writes(train_tiny, tmp_path):
+    """`keras-ad bench` exports into a folder of its own and runs the device scorer on it."""
+    import keras_ad
+
+    scorer = keras_ad.load(train_tiny("cae"))
+    inputs = benchmark.score_inputs(scorer, scorer.cfg)
+    runtimes = benchmark.exported_runtimes(scorer, str(tmp_path), ("TFLite fp32",))
+    assert list(runtimes) == ["TFLite fp32"]
+    scores = runtimes["TFLite fp32"](inputs)["score"]
+    np.testing.assert_allclose(scores, scorer(inputs)["score"].numpy(), rtol=1e-4, atol=1e-5)
