@@ -1,5 +1,5 @@
-"""Building blocks the GAN detectors share: batch norm as the sources configure it (and a faster
-one), per-example losses.
+"""Building blocks the GAN detectors share: batch norm as the sources configure it (trained with
+TensorFlow's fused kernel), per-example losses.
 
 Losses are per example ([N]) so that a `train_step` reduces them with `tf.nn.compute_average_loss` and
 gets the same gradients on one device and under tf.distribute (docs/stack.md#3).
