@@ -16,15 +16,9 @@ class FusedAdam(keras.optimizers.Adam):
     velocities), and so the checkpoints, are Keras Adam's. AMSGrad and sparse gradients keep Keras' update.
     """
 
-    def update_step(self, gradient, variable, learning_rate):
-        """One variable's update, for callers that do not come through `_distributed_tf_update_step`."""
-        if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
-            return super().update_step(gradient, variable, learning_rate)
-        return self._apply(gradient, variable, self._step_scalars(variable.dtype, learning_rate))
-
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
-        """Every variable's update (Keras' TensorFlow backend calls this once per step, in cross-replica
-        context), with the step's scalars made once per dtype."""
+        """Every variable's update: Keras' TensorFlow backend calls this once per step, in cross-replica
+        context (were it renamed, Keras' own per-variable update would run: correct, slower)."""
         if self.amsgrad:
             return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
         scalars = {}  # made on the first replica's device, read by the others: the same values
