@@ -130,11 +130,28 @@ def training_batch(model, cfg):
     return rng.random((n, *d.model_shape, d.channels), np.float32)
 
 
-def train_steps_per_second(model, cfg, repeats, min_seconds):
-    """Steps/s of the detector's own train_step (first phase's optimisers) under `train_on_batch`."""
+def build_setting(detector_name, setting):
+    """(the setting's detector, untrained and seeded: speed does not depend on the weights, its config)."""
+    import keras
+
+    from keras_ad import config, detectors
+
+    file, overrides = SETTINGS[detector_name][setting]
+    cfg = config.load(os.path.join(CONFIGS, file), overrides)
+    keras.utils.set_random_seed(0)
+    return detectors.build(cfg), cfg
+
+
+def compile_first_phase(model, cfg):
+    """The detector ready for `train_on_batch`, with its first training phase's optimisers."""
     phase = model.training_phases(1, cfg.train.learning_rate, cfg.train.lr_decay)[0]
     model.enter_phase(0)
     model.compile_phase(phase.learning_rate, phase.lr_decay)
+
+
+def train_steps_per_second(model, cfg, repeats, min_seconds):
+    """Steps/s of the detector's own train_step (first phase's optimisers) under `train_on_batch`."""
+    compile_first_phase(model, cfg)
     return 1.0 / timed(lambda x: model.train_on_batch(x), training_batch(model, cfg), repeats, min_seconds)
 
 
@@ -188,15 +205,10 @@ def exported_runtimes(scorer, folder, formats):
 
 def measure(detector_name, setting, quick, formats, log) -> Result:
     """Build the setting's model (untrained: speed does not depend on the weights) and time it."""
-    import keras
-
-    from keras_ad import config, detectors
     from keras_ad.scoring import Scorer
 
-    file, overrides = SETTINGS[detector_name][setting]
-    cfg = config.load(os.path.join(CONFIGS, file), overrides)
-    keras.utils.set_random_seed(0)
-    model = detectors.build(cfg)
+    model, cfg = build_setting(detector_name, setting)
+    file = SETTINGS[detector_name][setting][0]
     d = cfg.data
     frames = f"{model.clip_length}x" if model.clip_length else ""
     height, width = d.image_shape

@@ -28,17 +28,11 @@ def build(detector, setting, fused):
     """(model compiled for its first phase, its config); `fused=False`: Keras' Adam and batch norm."""
     import keras
 
-    from keras_ad import config, detectors
-    from keras_ad.benchmark import CONFIGS, SETTINGS
+    from keras_ad.benchmark import build_setting, compile_first_phase
     from keras_ad.detectors.blocks import BatchNormalization
 
-    file, overrides = SETTINGS[detector][setting]
-    cfg = config.load(os.path.join(CONFIGS, file), overrides)
-    keras.utils.set_random_seed(0)
-    model = detectors.build(cfg)
-    phase = model.training_phases(1, cfg.train.learning_rate, cfg.train.lr_decay)[0]
-    model.enter_phase(0)
-    model.compile_phase(phase.learning_rate, phase.lr_decay)
+    model, cfg = build_setting(detector, setting)
+    compile_first_phase(model, cfg)
     if not fused:
         for layer in model._flatten_layers():
             if isinstance(layer, BatchNormalization):
