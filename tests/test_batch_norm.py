@@ -21,9 +21,8 @@ def _layer(cls, shape, **options):
     return layer
 
 
-def _training_step(layer, x):
-    """(output, d loss / d [x, gamma, beta], moving mean, moving variance) after one training call, and the
-    graph's op types."""
+def _graph_step(layer):
+    """A traced training call: x -> [output, d loss / d [x, gamma, beta]], the loss summed over the batch."""
     def step(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -31,7 +30,13 @@ def _training_step(layer, x):
             loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cos(tf.cast(y, tf.float32)))
         return [y, *tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])]
 
-    function = graph_function(step)
+    return graph_function(step)
+
+
+def _training_step(layer, x):
+    """(output, d loss / d [x, gamma, beta], moving mean, moving variance) after one training call, and the
+    graph's op types."""
+    function = _graph_step(layer)
     outputs = [np.asarray(t, np.float64) for t in function(x)]
     ops = {op.type for op in function.get_concrete_function(x).graph.get_operations()}
     return outputs + [np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)], ops
@@ -63,21 +68,43 @@ def test_keras_own_call_where_not_fused(fused, training):
 
 @pytest.mark.parametrize("synchronized", [True, False])
 def test_two_replicas_normalise_as_configured(two_replicas, synchronized):
-    """Synchronised: Keras' cross-replica statistics, so two replicas equal one device on the whole batch.
-    Not synchronised: each replica's own statistics, which the fused kernel computes."""
+    """Synchronised: statistics of the whole batch across replicas (keras_ad's one-all-reduce form), so two
+    replicas equal one device on the whole batch in output, input gradient, summed gamma and beta gradients
+    and moving statistics. Not synchronised: each replica's own statistics, which the fused kernel computes."""
     shape = (8, 4, 4, 3)
     x = np.random.default_rng(0).normal(0.5, 2.0, shape).astype("float32")
-    one_device = _layer(BatchNormalization, shape, synchronized=synchronized)(x, training=True)
+    one_device, _ = _training_step(_layer(BatchNormalization, shape, synchronized=synchronized), tf.constant(x))
     with two_replicas.scope():
         layer = _layer(BatchNormalization, shape, synchronized=synchronized)
     halves = two_replicas.experimental_distribute_values_from_function(
         lambda context: x[context.replica_id_in_sync_group * 4:][:4])
-    outputs = two_replicas.run(graph_function(lambda part: layer(part, training=True)), args=(halves,))
-    both = np.concatenate([np.asarray(t) for t in two_replicas.experimental_local_results(outputs)])
+    per_replica = two_replicas.run(_graph_step(layer), args=(halves,))
+    output, d_x, d_gamma, d_beta = ([np.asarray(t, np.float64) for t in two_replicas.experimental_local_results(r)]
+                                    for r in per_replica)
+    both = np.concatenate(output)
     if synchronized:
-        np.testing.assert_allclose(both, one_device, atol=TOLERANCE)
+        moving = [np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)]
+        got = [both, np.concatenate(d_x), sum(d_gamma), sum(d_beta), *moving]
+        for name, a, b in zip(["output", "d_x", "d_gamma", "d_beta", "moving mean", "moving variance"], got,
+                              one_device):
+            np.testing.assert_allclose(a, b, rtol=TOLERANCE, atol=TOLERANCE, err_msg=name)
     else:
         halves_alone = [_layer(BatchNormalization, (4, *shape[1:]), synchronized=False)(x[i:i + 4], training=True)
                         for i in (0, 4)]
         np.testing.assert_allclose(both, np.concatenate(halves_alone), atol=TOLERANCE)
-        assert np.abs(both - one_device).max() > 1e-3  # the halves' statistics differ from the batch's
+        assert np.abs(both - one_device[0]).max() > 1e-3  # the halves' statistics differ from the batch's
+
+
+def test_synchronised_variance_of_data_far_from_zero_is_centred_on_the_moving_mean(two_replicas):
+    """The all-reduced moments are sums of x - moving mean: data around 1000 with unit variance keeps its variance
+    to 1e-4 once the moving mean is near 1000 (E[x²] - E[x]² about zero loses whole percents in float32)."""
+    shape = (8, 4, 4, 2)
+    x = np.random.default_rng(0).normal(1000.0, 1.0, shape).astype("float32")
+    with two_replicas.scope():
+        layer = _layer(BatchNormalization, shape, momentum=0.0)  # the moving variance is the batch's
+    layer.moving_mean.assign(np.full(2, 999.0, "float32"))
+    halves = two_replicas.experimental_distribute_values_from_function(
+        lambda context: x[context.replica_id_in_sync_group * 4:][:4])
+    two_replicas.run(graph_function(lambda part: layer(part, training=True)), args=(halves,))
+    want = x.astype(np.float64).reshape(-1, 2).var(axis=0)
+    np.testing.assert_allclose(np.asarray(layer.moving_variance), want, rtol=1e-4)

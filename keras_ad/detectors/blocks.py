@@ -49,9 +49,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
     """Keras' batch norm whose training-mode call is TensorFlow's fused kernel where that computes the same
     thing: one op forward and one backward instead of about a hundred, so a GAN's training step traces and
     starts in about half the time (docs/stack.md#5-fused-batch-norm). The kernel's centred variance is also
-    closer to float64 than Keras' E[x²] - E[x]². The same variables and names as Keras' layer; inference, and
-    training where the statistics span several replicas, masks or renorm, are Keras' own; `fused=False`
-    (Keras 2's argument) keeps Keras' own everywhere."""
+    closer to float64 than Keras' E[x²] - E[x]². Statistics synchronised across replicas take one all-reduce
+    each way (`synchronized_batch_norm`) instead of Keras' three. The same variables and names as Keras' layer;
+    inference, masks and renorm are Keras' own; `fused=False` (Keras 2's argument) keeps Keras' own everywhere."""
 
     def __init__(self, fused: bool = True, **kwargs):
         super().__init__(**kwargs)
@@ -64,28 +64,72 @@ class BatchNormalization(keras.layers.BatchNormalization):
         channels = x.shape[-1]
         gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
         beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
-        no_statistics = tf.zeros([0])
-        y, mean, variance = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=gamma, offset=beta, mean=no_statistics, variance=no_statistics, epsilon=self.epsilon,
-            data_format="NHWC" if x.shape.rank == 4 else "NDHWC", is_training=True)[:3]
-        # the kernel reports the unbiased (n / (n - 1)) variance for the moving average; Keras averages the
-        # biased one it normalises with
-        count = tf.cast(tf.size(x, tf.int64) // channels, tf.float32)
-        variance *= tf.where(count > 1, (count - 1) / tf.maximum(count, 1), 1.0)
+        context = tf.distribute.get_replica_context()
+        if self.synchronized and context is not None and context.num_replicas_in_sync > 1:
+            shift = tf.stop_gradient(tf.cast(self.moving_mean, tf.float32))
+            y, mean, variance = synchronized_batch_norm(x, gamma, beta, self.epsilon, context, shift)
+        else:
+            no_statistics = tf.zeros([0])
+            y, mean, variance = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=gamma, offset=beta, mean=no_statistics, variance=no_statistics, epsilon=self.epsilon,
+                data_format=_DATA_FORMAT[x.shape.rank], is_training=True)[:3]
+            # the kernel reports the unbiased (n / (n - 1)) variance for the moving average; Keras averages the
+            # biased one it normalises with
+            count = tf.cast(tf.size(x, tf.int64) // channels, tf.float32)
+            variance *= tf.where(count > 1, (count - 1) / tf.maximum(count, 1), 1.0)
         for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
             moving.assign(moving * self.momentum + tf.cast(batch, moving.dtype) * (1 - self.momentum))
         return tf.cast(y, self.compute_dtype)
 
     def _fusable(self, inputs, mask):
-        """Channels-last 4-D or 5-D input, no mask or renorm, and statistics of this replica's batch alone."""
+        """Channels-last 4-D or 5-D input, and no mask or renorm."""
         rank = len(inputs.shape)
-        if not self.fused or mask is not None or self.renorm or rank not in (4, 5) or self.axis not in (-1, rank - 1):
-            return False
-        context = tf.distribute.get_replica_context()
-        return not self.synchronized or context is None or context.num_replicas_in_sync == 1
+        return (self.fused and mask is None and not self.renorm and rank in (4, 5)
+                and self.axis in (-1, rank - 1))
 
     def get_config(self):
         return {**super().get_config(), "fused": self.fused}
+
+
+_DATA_FORMAT = {4: "NHWC", 5: "NDHWC"}
+
+
+def synchronized_batch_norm(x, gamma, beta, epsilon, context, shift):
+    """Batch norm of channels-last `x` with the statistics of the whole batch across the replicas of `context`:
+    (output, mean, biased variance), one all-reduce forward and one backward (Keras' path takes three each
+    way and a hundred ops). The moments are sums of x - `shift` (the moving mean: close to the batch mean
+    once trained, so E[d²] - E[d]² cancels little, and the same on every replica). Its gradient is batch
+    norm's, with the sums over the whole batch (docs/stack.md#5-fused-batch-norm)."""
+    axes = list(range(x.shape.rank - 1))
+    channels = x.shape[-1]
+
+    @tf.custom_gradient
+    def normalize(x, gamma, beta):
+        centred = x - shift
+        local = [tf.reduce_sum(centred, axes), tf.reduce_sum(tf.square(centred), axes),
+                 tf.fill([1], tf.cast(tf.size(x) // channels, tf.float32))]
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(local, 0))
+        sums, squares, count = tf.split(total, [channels, channels, 1])
+        offset = tf.math.divide_no_nan(sums, count)
+        mean = shift + offset
+        variance = tf.maximum(tf.math.divide_no_nan(squares, count) - tf.square(offset), 0.0)
+        y = tf.raw_ops.FusedBatchNormV3(x=x, scale=gamma, offset=beta, mean=mean, variance=variance, epsilon=epsilon,
+                                        data_format=_DATA_FORMAT[x.shape.rank], is_training=False)[0]
+
+        def gradient(dy, *_):  # mean and variance only feed the moving averages
+            inverse_std = tf.math.rsqrt(variance + epsilon)
+            normalized = (x - mean) * inverse_std
+            local_sums = [tf.reduce_sum(dy, axes), tf.reduce_sum(dy * normalized, axes)]
+            d_beta, d_gamma = local_sums  # this replica's; the optimiser sums the replicas' variable gradients
+            total_dy, total_dy_normalized = tf.split(
+                context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(local_sums, 0)), 2)
+            d_x = gamma * inverse_std * (dy - tf.math.divide_no_nan(total_dy + normalized * total_dy_normalized,
+                                                                      count))
+            return d_x, d_gamma, d_beta
+
+        return (y, mean, variance), gradient
+
+    return normalize(x, gamma, beta)
 
 
 class MaxLeakyReLU(keras.layers.Layer):
