@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Kill a training with SIGKILL at random moments, then resume it, and check that nothing is corrupt.
 
-    python scripts/kill_resume.py [--trials 20] [--epochs 6] [--seed 0] [--work DIR]
+    python scripts/kill_resume.py [--trials 20] [--epochs 6] [--seed 0] [--work DIR] [--span SECONDS]
 
 Each trial starts a fresh `keras-ad train --no-evaluate` of the tiny `cae` on a small synthetic set written
 into --work and kills it a delay after its "training ..." line, drawn uniformly over the span that follows
-that line in an uninterrupted run (measured first: the epochs, the checkpoint writes and the final save).
+that line in an uninterrupted run (measured first: the epochs, the checkpoint writes and the final save;
+--span gives it instead, and saves that run).
 Then it runs `keras-ad train --resume` (or, when the kill came before the first checkpoint, the same command
 without --resume, which reuses a run that never trained) and checks: exit code 0; every checkpoint and the
 final weights read back; history.csv holds each epoch exactly once; no `.tmp-*` file is left. Prints one
@@ -110,13 +111,18 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
     parser.add_argument("--work", help="folder for the data and runs (default: a temporary one)")
+    parser.add_argument("--span", type=float, help="seconds the kill delays are drawn from (default: measured by "
+                                                   "an uninterrupted run)")
     args = parser.parse_args(argv)
     work = args.work or tempfile.mkdtemp(prefix="kill_resume-")
     config, epochs = tiny_config(work, args.epochs), args.epochs
 
-    training = time_training(config, os.path.join(work, "uninterrupted"))
-    print(f"an uninterrupted run trains for {training:.1f} s after its 'training ...' line; killing {args.trials} "
-          f"runs at uniform random moments of that span", flush=True)
+    if args.span is None:
+        training = time_training(config, os.path.join(work, "uninterrupted"))
+        print(f"an uninterrupted run trains for {training:.1f} s after its 'training ...' line", flush=True)
+    else:
+        training = args.span
+    print(f"killing {args.trials} runs at uniform random moments of {training:.1f} s after that line", flush=True)
     rng, failed = random.Random(args.seed), 0
     for index in range(args.trials):
         record = trial(config, os.path.join(work, f"trial{index:02d}"), rng.uniform(0, training), epochs)

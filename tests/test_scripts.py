@@ -326,10 +326,13 @@ def test_anogan_benchmark_scores_a_trained_runs_variants(train_tiny, trained_run
 @pytest.mark.slow
 def test_kill_resume_trials_kill_at_random_moments_and_find_nothing_corrupt(tmp_path, capsys):
     """One trial of scripts/kill_resume.py (the README reports 20): the killed run resumes or restarts to a
-    run whose checkpoints, weights and history all read back; a damaged run would be reported."""
+    run whose checkpoints, weights and history all read back; a damaged run would be reported. --span 4 s
+    (an uninterrupted run trains 3.4 s after its "training ..." line here) saves the run that measures it."""
     trials = _script("kill_resume")
-    assert trials.main(["--trials", "1", "--epochs", "3", "--seed", "1", "--work", str(tmp_path)]) == 0
+    args = ["--trials", "1", "--epochs", "3", "--seed", "1", "--span", "4", "--work", str(tmp_path)]
+    assert trials.main(args) == 0
     out = capsys.readouterr().out
+    assert "trial 1/1: killed" in out, out  # the kill landed (seed 1: 0.5 s in)
     assert out.count(": ok\n") == 1 and "1 of 1 trials complete with no corrupt checkpoint" in out
     run = tmp_path / "trial00"
     (run / "history.csv").write_text((run / "history.csv").read_text() + "3,0.1,0.1\n")  # an epoch twice
