@@ -122,7 +122,8 @@ def main(argv=None) -> int:
         print(f"an uninterrupted run trains for {training:.1f} s after its 'training ...' line", flush=True)
     else:
         training = args.span
-    print(f"killing {args.trials} runs at uniform random moments of {training:.1f} s after that line", flush=True)
+    print(f"killing {args.trials} runs at uniform random moments of the {training:.1f} s after 'training ...'",
+          flush=True)
     rng, failed = random.Random(args.seed), 0
     for index in range(args.trials):
         record = trial(config, os.path.join(work, f"trial{index:02d}"), rng.uniform(0, training), epochs)
