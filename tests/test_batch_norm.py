@@ -1,5 +1,6 @@
 """keras_ad's BatchNormalization (TensorFlow's fused kernel in training) against Keras' own layer: the same
-outputs, gradients and moving statistics; Keras' cross-replica statistics kept under two replicas."""
+outputs, gradients and moving statistics; under two replicas, synchronised statistics (one all-reduce each
+way) equal one device's on the whole batch."""
 
 import keras
 import numpy as np
@@ -10,6 +11,7 @@ from keras_ad.detectors.blocks import BATCH_NORM, BatchNormalization
 from keras_ad.tracing import graph_function
 
 TOLERANCE = 1e-5  # float32 roundings
+STEP_RESULTS = ["output", "d_x", "d_gamma", "d_beta", "moving mean", "moving variance"]  # _training_step's
 
 
 def _layer(cls, shape, **options):
@@ -33,6 +35,13 @@ def _graph_step(layer):
     return graph_function(step)
 
 
+def _halves(strategy, x):
+    """x split between the strategy's two replicas, first half to the first."""
+    half = len(x) // 2
+    return strategy.experimental_distribute_values_from_function(
+        lambda context: x[context.replica_id_in_sync_group * half:][:half])
+
+
 def _training_step(layer, x):
     """(output, d loss / d [x, gamma, beta], moving mean, moving variance) after one training call, and the
     graph's op types."""
@@ -52,7 +61,7 @@ def test_fused_training_call_matches_keras_in_float64(shape, policy):
     assert "FusedBatchNormV3" in ops
     want, _ = _training_step(_layer(keras.layers.BatchNormalization, shape, dtype="float64"), tf.constant(x))
     tolerance = TOLERANCE if policy == "float32" else 1e-2  # a few float16 roundings on the way
-    for name, a, b in zip(["output", "d_x", "d_gamma", "d_beta", "moving mean", "moving variance"], got, want):
+    for name, a, b in zip(STEP_RESULTS, got, want):
         np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance, err_msg=name)
 
 
@@ -76,17 +85,14 @@ def test_two_replicas_normalise_as_configured(two_replicas, synchronized):
     one_device, _ = _training_step(_layer(BatchNormalization, shape, synchronized=synchronized), tf.constant(x))
     with two_replicas.scope():
         layer = _layer(BatchNormalization, shape, synchronized=synchronized)
-    halves = two_replicas.experimental_distribute_values_from_function(
-        lambda context: x[context.replica_id_in_sync_group * 4:][:4])
-    per_replica = two_replicas.run(_graph_step(layer), args=(halves,))
+    per_replica = two_replicas.run(_graph_step(layer), args=(_halves(two_replicas, x),))
     output, d_x, d_gamma, d_beta = ([np.asarray(t, np.float64) for t in two_replicas.experimental_local_results(r)]
                                     for r in per_replica)
     both = np.concatenate(output)
     if synchronized:
         moving = [np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)]
         got = [both, np.concatenate(d_x), sum(d_gamma), sum(d_beta), *moving]
-        for name, a, b in zip(["output", "d_x", "d_gamma", "d_beta", "moving mean", "moving variance"], got,
-                              one_device):
+        for name, a, b in zip(STEP_RESULTS, got, one_device):
             np.testing.assert_allclose(a, b, rtol=TOLERANCE, atol=TOLERANCE, err_msg=name)
     else:
         halves_alone = [_layer(BatchNormalization, (4, *shape[1:]), synchronized=False)(x[i:i + 4], training=True)
@@ -103,8 +109,6 @@ def test_synchronised_variance_of_data_far_from_zero_is_centred_on_the_moving_me
     with two_replicas.scope():
         layer = _layer(BatchNormalization, shape, momentum=0.0)  # the moving variance is the batch's
     layer.moving_mean.assign(np.full(2, 999.0, "float32"))
-    halves = two_replicas.experimental_distribute_values_from_function(
-        lambda context: x[context.replica_id_in_sync_group * 4:][:4])
-    two_replicas.run(graph_function(lambda part: layer(part, training=True)), args=(halves,))
+    two_replicas.run(graph_function(lambda part: layer(part, training=True)), args=(_halves(two_replicas, x),))
     want = x.astype(np.float64).reshape(-1, 2).var(axis=0)
     np.testing.assert_allclose(np.asarray(layer.moving_variance), want, rtol=1e-4)

@@ -44,6 +44,9 @@ def bce_per_example(logits, target: float):
     return per_example(tf.reduce_mean, tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
+_DATA_FORMAT = {4: "NHWC", 5: "NDHWC"}  # FusedBatchNormV3's name for channels-last input of each rank
+
+
 @keras.saving.register_keras_serializable(package="keras_ad")
 class BatchNormalization(keras.layers.BatchNormalization):
     """Keras' batch norm whose training-mode call is TensorFlow's fused kernel where that computes the same
@@ -89,9 +92,6 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def get_config(self):
         return {**super().get_config(), "fused": self.fused}
-
-
-_DATA_FORMAT = {4: "NHWC", 5: "NDHWC"}
 
 
 def synchronized_batch_norm(x, gamma, beta, epsilon, context, shift):
