@@ -4,6 +4,8 @@
 import keras
 import tensorflow as tf
 
+from keras_ad.replicas import one_replica
+
 
 @keras.saving.register_keras_serializable(package="keras_ad")
 class FusedAdam(keras.optimizers.Adam):
@@ -15,6 +17,13 @@ class FusedAdam(keras.optimizers.Adam):
     training step then has a fraction of the ops to trace and optimise. The state (iterations, momentums,
     velocities), and so the checkpoints, are Keras Adam's. AMSGrad and sparse gradients keep Keras' update.
     """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        """Keras' sum of the replicas' gradients, skipped with one replica, where it is the identity and leaves
+        the traced step in memory for good (docs/stack.md#3-replica-sums)."""
+        if one_replica():
+            return list(grads_and_vars)
+        return super()._all_reduce_sum_gradients(grads_and_vars)
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
         """Every variable's update: Keras' TensorFlow backend calls this once per step, in cross-replica

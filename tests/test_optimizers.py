@@ -1,5 +1,8 @@
 """keras_ad's FusedAdam against keras.optimizers.Adam: the same weights, the same optimiser state (so the
-same checkpoints), one fused op per variable, on one device and on two replicas."""
+same checkpoints), one fused op per variable, on one device and on two replicas; and the replicas' sums that
+leave no traced step behind with one replica."""
+
+import gc
 
 import keras
 import numpy as np
@@ -7,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from keras_ad.optimizers import FusedAdam
+from keras_ad.replicas import replica_sum
 from keras_ad.tracing import graph_function
 
 STEPS = 4
@@ -64,3 +68,35 @@ def test_fused_adam_updates_each_variable_with_one_op():
     assert ops.count("ResourceApplyAdam") == len(variables)
     assert not {"AssignAddVariableOp", "AssignSubVariableOp"} & set(ops)  # Keras' Adam: three per variable
     assert ops.count("Pow") == 2  # β1^t and β2^t once per step, not once per variable
+
+
+def _live_graphs():
+    """How many traced graphs this process holds after a full garbage collection."""
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    gc.collect()
+    return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+
+def test_one_device_training_leaves_no_traced_step_behind():
+    """Keras sums the replicas' gradients with ReplicaContext.all_reduce, whose traced custom gradient keeps the
+    step's graph for the rest of the process (docs/stack.md#3-replica-sums); FusedAdam skips that sum with one
+    replica, so the graph goes with the model."""
+    before = _live_graphs()
+    model = _trained(FusedAdam, tf.distribute.get_strategy())
+    assert model.train_function is not None
+    del model
+    assert _live_graphs() == before
+
+
+def test_replica_sum_is_the_value_on_one_replica_and_the_sum_on_two(two_replicas):
+    before = _live_graphs()
+    summed = graph_function(lambda x: replica_sum({"a": x, "b": [2 * x]}))
+    result = summed(tf.constant([1.5, -2.0]))
+    np.testing.assert_array_equal(result["a"], [1.5, -2.0])
+    np.testing.assert_array_equal(result["b"][0], [3.0, -4.0])
+    del summed
+    assert _live_graphs() == before
+    per_replica = two_replicas.run(graph_function(lambda: replica_sum(tf.constant([1.5, -2.0]))))
+    for value in two_replicas.experimental_local_results(per_replica):
+        np.testing.assert_array_equal(value, [3.0, -4.0])

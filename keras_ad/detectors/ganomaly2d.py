@@ -36,6 +36,7 @@ from keras_ad.detectors.blocks import (
     float32_output,
     per_example,
 )
+from keras_ad.replicas import replica_sum
 
 PYTORCH_ADAM_EPSILON = 1e-8
 D_REINIT_BELOW = 1e-5  # GANomaly re-initialises D when its loss falls below this, docs/methods/ganomaly.md#41
@@ -297,7 +298,7 @@ class GANomaly(EncoderDecoderEncoder):
         descend(self.optimizer, tape, loss, self.generator_variables)
         self._track_generator(adv, con, enc)
         d_loss = self._d_step(x, tf.stop_gradient(x_hat), half=True)  # the fake from before the G step
-        total = tf.distribute.get_replica_context().all_reduce("SUM", d_loss)
+        total = replica_sum(d_loss)
         tf.cond(total < D_REINIT_BELOW, self._reinitialize_discriminator, lambda: tf.constant(False))
         return self.tracker_logs()
 

@@ -23,6 +23,7 @@ from keras_ad.losses.adversarial import wgan_gp_critic_loss
 from keras_ad.losses.perceptual import RECONSTRUCTION_LOSSES, PerceptualFeatures, reconstruction_map
 from keras_ad.losses.weight_policy import GradientWeightPolicy, is_kernel, kernel_gradient_stds
 from keras_ad.optimizers import FusedAdam
+from keras_ad.replicas import replica_sum
 
 LEAKY_GAIN = math.sqrt(2.0 / (1.0 + LEAKY_SLOPE ** 2))  # PyTorch calculate_gain('leaky_relu', 0.2)
 
@@ -242,8 +243,7 @@ class PIAD(Detector):
         if self.use_weight_policy:
             # the global (all-replica) unweighted gradients; reduced on every step because a collective
             # inside tf.cond is not supported under tf.distribute
-            context = tf.distribute.get_replica_context()
-            total = {key: context.all_reduce("SUM", grads[key]) for key in grads}
+            total = replica_sum(grads)
             due = tf.logical_and(self.iteration % self.weight_update_every == 0, _all_finite(total.values()))
             tf.cond(due, lambda: self._update_weights(total), lambda: tf.constant(True))
         w_e, w_g = self.policy.weight("encoder"), self.policy.weight("generator")
