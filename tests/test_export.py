@@ -383,6 +383,34 @@ def test_parity_failure_exits_1_and_names_the_output(trained_run, tmp_path, monk
     assert "model.onnx (score, anomaly_map)" in result.output
 
 
+def test_onnx_conversion_falls_back_to_tf2onnx_copies_when_an_optimiser_fails(monkeypatch):
+    """The optimisers run in place first; one that raises there sends the conversion back to tf2onnx's way,
+    which skips it (docs/stack.md#4c)."""
+    import onnxruntime
+    import tf2onnx.optimizer
+
+    from keras_ad.export import onnx
+    from keras_ad.tracing import graph_function
+
+    calls = []
+
+    class FailingOptimizer:
+        graph_been_opt = False
+
+        def optimize(self, graph, iteration):
+            calls.append(os.environ.get("TF2ONNX_CATCH_ERRORS"))
+            raise RuntimeError("an optimiser that fails")
+
+    monkeypatch.setitem(tf2onnx.optimizer._optimizers, "failing", FailingOptimizer)
+    signature = [tf.TensorSpec([None, 3], tf.float32, name="x")]
+    model = onnx._from_function(graph_function(lambda x: x * 2.0 + 1.0, input_signature=signature), signature,
+                                onnx._ErrorLog())
+    assert calls[0] == "FALSE" and calls[1:] and set(calls[1:]) == {None}  # in place, then on tf2onnx's copies
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.array([[1.0, -2.0, 0.5]], np.float32)
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], x * 2.0 + 1.0)
+
+
 @pytest.mark.parametrize("committed, packaged", [("keras_ad_device.py", device.__file__),
                                                  ("requirements.txt", bundle.DEVICE_REQUIREMENTS)])
 def test_the_committed_device_files_are_the_packages(committed, packaged):
