@@ -51,8 +51,8 @@ def _without_transpose_optimizer():
 
 def _from_function(function, signature, log):
     """tf2onnx's conversion with its graph optimisers working in place, and only if that fails, as tf2onnx runs
-    them by default: each on a deep copy of the whole graph, skipping one that fails. The copies took 2.0 of the
-    tiny PIAD's 5.5 s conversion; when no optimiser fails the two give the same model (docs/stack.md#4c)."""
+    them by default: each on a deep copy of the whole graph, skipping one that fails. The copies are half of a
+    small model's conversion; when no optimiser fails the two give the same operators (docs/stack.md#4c)."""
     import tf2onnx
 
     try:
