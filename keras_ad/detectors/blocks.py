@@ -10,6 +10,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_ad.replicas import one_replica, replica_sum
+
 # PyTorch's BatchNorm2d and TF1's contrib batch_norm(decay=0.9, epsilon=1e-5) (docs/stack.md#01-4); statistics
 # synchronised across replicas, so that a step under tf.distribute normalises with the global batch
 # like one device does.
@@ -67,10 +69,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
         channels = x.shape[-1]
         gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
         beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
-        context = tf.distribute.get_replica_context()
-        if self.synchronized and context is not None and context.num_replicas_in_sync > 1:
+        if self.synchronized and not one_replica():
             shift = tf.stop_gradient(tf.cast(self.moving_mean, tf.float32))
-            y, mean, variance = synchronized_batch_norm(x, gamma, beta, self.epsilon, context, shift)
+            y, mean, variance = synchronized_batch_norm(x, gamma, beta, self.epsilon, shift)
         else:
             no_statistics = tf.zeros([0])
             y, mean, variance = tf.raw_ops.FusedBatchNormV3(
@@ -94,8 +95,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return {**super().get_config(), "fused": self.fused}
 
 
-def synchronized_batch_norm(x, gamma, beta, epsilon, context, shift):
-    """Batch norm of channels-last `x` with the statistics of the whole batch across the replicas of `context`:
+def synchronized_batch_norm(x, gamma, beta, epsilon, shift):
+    """Batch norm of channels-last `x` with the statistics of the whole batch across the replicas in sync:
     (output, mean, biased variance), one all-reduce forward and one backward (Keras' path takes three each
     way and a hundred ops). The moments are sums of x - `shift` (the moving mean: close to the batch mean
     once trained, so E[d²] - E[d]² cancels little, and the same on every replica). Its gradient is batch
@@ -108,7 +109,7 @@ def synchronized_batch_norm(x, gamma, beta, epsilon, context, shift):
         centred = x - shift
         local = [tf.reduce_sum(centred, axes), tf.reduce_sum(tf.square(centred), axes),
                  tf.fill([1], tf.cast(tf.size(x) // channels, tf.float32))]
-        total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(local, 0))
+        total = replica_sum(tf.concat(local, 0))
         sums, squares, count = tf.split(total, [channels, channels, 1])
         offset = tf.math.divide_no_nan(sums, count)
         mean = shift + offset
@@ -121,8 +122,7 @@ def synchronized_batch_norm(x, gamma, beta, epsilon, context, shift):
             normalized = (x - mean) * inverse_std
             local_sums = [tf.reduce_sum(dy, axes), tf.reduce_sum(dy * normalized, axes)]
             d_beta, d_gamma = local_sums  # this replica's; the optimiser sums the replicas' variable gradients
-            total_dy, total_dy_normalized = tf.split(
-                context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(local_sums, 0)), 2)
+            total_dy, total_dy_normalized = tf.split(replica_sum(tf.concat(local_sums, 0)), 2)
             d_x = gamma * inverse_std * (dy - tf.math.divide_no_nan(total_dy + normalized * total_dy_normalized,
                                                                       count))
             return d_x, d_gamma, d_beta
