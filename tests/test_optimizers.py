@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from keras_ad.optimizers import FusedAdam
-from keras_ad.replicas import replica_sum
+from keras_ad.replicas import replica_gather, replica_sum
 from keras_ad.tracing import graph_function
 
 STEPS = 4
@@ -100,3 +100,15 @@ def test_replica_sum_is_the_value_on_one_replica_and_the_sum_on_two(two_replicas
     per_replica = two_replicas.run(graph_function(lambda: replica_sum(tf.constant([1.5, -2.0]))))
     for value in two_replicas.experimental_local_results(per_replica):
         np.testing.assert_array_equal(value, [3.0, -4.0])
+
+
+def test_replica_gather_is_the_value_on_one_replica_and_every_replicas_on_two(two_replicas):
+    before = _live_graphs()
+    gathered = graph_function(lambda x: replica_gather([x, 2 * x]))
+    result = gathered(tf.constant([[1.5, -2.0]]))
+    np.testing.assert_array_equal(result[1], [[3.0, -4.0]])
+    del gathered
+    assert _live_graphs() == before
+    per_replica = two_replicas.run(graph_function(lambda: replica_gather(tf.constant([[1.5, -2.0]]))))
+    for value in two_replicas.experimental_local_results(per_replica):
+        np.testing.assert_array_equal(value, [[1.5, -2.0], [1.5, -2.0]])

@@ -23,6 +23,7 @@ from keras_ad import coreset, image_ops
 from keras_ad.backbones import efficientnet_lite
 from keras_ad.detectors.base import Detector, TrainingPhase, images_of
 from keras_ad.losses.ssim import gaussian_blur
+from keras_ad.replicas import replica_gather
 
 BACKBONES = {"efficientnet_lite0": efficientnet_lite}
 
@@ -82,9 +83,9 @@ class PatchCore(Detector):
     def train_step(self, data):
         features = self.patch_features(images_of(data))
         flat = tf.reshape(features, [-1, features.shape[-1]])
-        context = tf.distribute.get_replica_context()
-        gathered = context.all_gather(flat, axis=0)  # every replica of the step, on every replica
-        local = context.replica_id_in_sync_group % _replicas_per_worker(self.distribute_strategy)
+        gathered = replica_gather(flat)  # every replica of the step, on every replica
+        local = tf.distribute.get_replica_context().replica_id_in_sync_group % _replicas_per_worker(
+            self.distribute_strategy)
 
         def collect():  # once per worker process: its first replica hands the step's features over
             tf.numpy_function(self._collect, [gathered], [], stateful=True)
