@@ -39,11 +39,26 @@ def download(url: str, dest: str):
     print(file=sys.stderr)
 
 
+def extract_inside(tar: tarfile.TarFile, out: str):
+    """Extract every member into `out`, none outside it: tarfile's "data" filter where Python has it
+    (3.11.4 and later); before that (Debian 12's 3.11.2), only plain files and folders whose paths stay
+    inside `out`, checked before anything is written."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(out, filter="data")
+        return
+    root = os.path.realpath(out)
+    for member in tar.getmembers():
+        target = os.path.realpath(os.path.join(root, member.name))
+        if not (member.isfile() or member.isdir()) or os.path.commonpath([root, target]) != root:
+            raise tarfile.TarError(f"{member.name}: a link, a device or a path outside {out}; nothing extracted")
+    tar.extractall(out)
+
+
 def unpack(archive: str, out: str) -> list[str]:
     """Extract the archive into `out` (only paths inside it) and return the categories found."""
     os.makedirs(out, exist_ok=True)
     with tarfile.open(archive) as tar:
-        tar.extractall(out, filter="data")
+        extract_inside(tar, out)
     return [c for c in CATEGORIES if os.path.isdir(os.path.join(out, c, "train", "good"))]
 
 

@@ -26,6 +26,22 @@ def test_unpacks_a_local_archive(tiny_data, tmp_path):
     assert (out / "capsule" / "ground_truth" / "hole").is_dir()
 
 
+@pytest.mark.parametrize("has_data_filter", [True, False])
+def test_unpack_refuses_a_member_outside_the_folder(tmp_path, monkeypatch, has_data_filter):
+    """With tarfile's "data" filter (Python 3.11.4+) and without it (3.11.0-3.11.3, our fallback): a member
+    that climbs out of --out is refused and nothing lands outside."""
+    if not has_data_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    (tmp_path / "evil.txt").write_text("x")
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tmp_path / "evil.txt", arcname="../escaped.txt")
+    out = tmp_path / "deep" / "mvtec"
+    with pytest.raises(tarfile.TarError):
+        _script("download_mvtec").unpack(str(archive), str(out))
+    assert not (tmp_path / "deep" / "escaped.txt").exists()
+
+
 def test_offline_download_says_where_to_get_the_data(tmp_path):
     proc = subprocess.run([sys.executable, SCRIPT, "--out", str(tmp_path / "m"), "--url", "http://127.0.0.1:9/x.tar.xz"],
                           capture_output=True, text=True)
